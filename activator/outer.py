@@ -1,0 +1,53 @@
+"""activator as an sd_notify client of whatever started it (podman --sdnotify=container, a
+host systemd with Type=notify). Messages go through python-systemd, libsystemd's own client.
+
+NOTIFY_SOCKET stays in activator's environment for libsystemd to read, and is removed from
+what services inherit (activation.PROTOCOL_VARIABLES): their notifications go to activator.
+"""
+
+from __future__ import annotations
+
+import time
+
+from activator.log import Log
+
+
+class OuterManager:
+    def __init__(self, log: Log):
+        from systemd import daemon  # loaded only when there is a manager to tell
+
+        self.daemon = daemon
+        self.log = log
+        self.last_status = None
+
+    def send(self, message: str) -> None:
+        try:
+            self.daemon.notify(message)
+        except Exception as e:  # the outer manager went away: nothing of ours depends on it
+            self.log.debug(f"cannot notify the outer manager: {e}")
+
+    def summary(self, manager) -> str:
+        counts: dict[str, int] = {}
+        for service in manager.services.values():
+            state = service.state.value
+            counts[state] = counts.get(state, 0) + 1
+        parts = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        return f"{len(manager.services)} units: {parts}" if manager.services else "no units"
+
+    def update(self, manager) -> None:
+        status = self.summary(manager)
+        if status != self.last_status:
+            self.last_status = status
+            self.send(f"STATUS={status}")
+
+    def ready(self, manager) -> None:
+        self.send("READY=1\nSTATUS=" + self.summary(manager))
+
+    def reloading(self) -> None:
+        self.send(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+
+    def reloaded(self, outcome: str) -> None:
+        self.send(f"READY=1\nSTATUS={outcome}")
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1")
