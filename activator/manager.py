@@ -200,12 +200,16 @@ class Manager:
         failures = 0
         while not self.finished:
             try:
+                for _ in range(100):  # settle: starting a unit can unblock the next one
+                    if not self.dirty or self.finished:
+                        break
+                    self.after_changes()
+                if self.finished:
+                    break
                 for callback in self.loop.poll():
                     callback()
                     if self.finished:
                         break
-                if self.dirty and not self.finished:
-                    self.after_changes()
                 failures = 0
             except Exception:
                 failures += 1
