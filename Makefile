@@ -1,9 +1,12 @@
 # The two commands of README.md.
 .PHONY: demo test bench
 
+# The demo stack (units/, demo/): `curl 127.0.0.1:8000`; in another shell
+# `ACTIVATOR_RUNTIME_DIR=/tmp/activator-demo .venv/bin/activator status`; Ctrl-C stops it.
+# The units find gunicorn on PATH and put redis's socket in the runtime directory.
 demo:
 	scripts/setup demo
-	.venv/bin/activator --units units
+	PATH="$(CURDIR)/.venv/bin:$$PATH" ACTIVATOR_RUNTIME_DIR=/tmp/activator-demo .venv/bin/activator --units units
 
 test:
 	scripts/setup test

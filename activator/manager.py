@@ -220,6 +220,10 @@ class Manager:
 
     def after_changes(self) -> None:
         self.dirty = False
+        for service in list(self.services.values()):
+            self.maybe_done(service)
+        if self.finished:
+            return
         self.schedule()
         if self.reloader is not None:
             self.reloader.advance()
@@ -379,7 +383,6 @@ class Manager:
             slot.retiring.remove(proc)
             self.log.debug(f"replaced process exited ({status})", **proc.where)
             service.changed()
-            self.maybe_done(service)
             return
         if proc is slot.candidate:
             slot.candidate = None
@@ -396,7 +399,6 @@ class Manager:
                 service.leaving.remove(slot)
             self.log.info(f"stopped ({status})", **proc.where)
             service.changed()
-            self.maybe_done(service)
             return
         if reason == "restart" and not self.shutting_down and not service.stopping:
             self.log.info(f"stopped ({status}); starting again", **proc.where)
@@ -405,7 +407,6 @@ class Manager:
         if reason in ("stop", "restart") or self.shutting_down or service.stopping:
             self.log.info(f"stopped ({status})", **proc.where)
             slot.enter(S.FAILED if service.failed or slot.state is S.FAILED else S.EXITED)
-            self.maybe_done(service)
             return
         self.exited_on_its_own(service, slot, proc, status)
 
@@ -477,8 +478,8 @@ class Manager:
                     slot.timer = None
                 for proc in list(slot.processes()):
                     self.stop_process(proc, "stop")
-                if slot.proc is None and slot.state not in (S.FAILED,):
-                    slot.state = S.FAILED
+                if slot.proc is None and slot.state is not S.FAILED:
+                    slot.enter(S.FAILED)
             self.unwatch_sockets(service)
             service.changed()
             if service.unit.failure_action == "exit":
@@ -591,9 +592,9 @@ class Manager:
             slot.proc = proc
             slot.started_wall = proc.started_wall
             slot.notify_status = slot.notify_errno = None
-            if unit.type in ("simple", "exec"):
-                self.became_ready(proc)
         service.changed()
+        if unit.type in ("simple", "exec"):
+            self.became_ready(proc)
         return proc
 
     def start_allowed(self, slot: Slot) -> bool:
@@ -731,7 +732,7 @@ class Manager:
         if proc.status:
             self.log.debug(f"connection process exited ({proc.status})", **proc.where)
         if service.stopping:
-            self.maybe_done(service)
+            self.mark_dirty()
         elif not service.failed and service.unit.accepts and self.services.get(service.name) is service:
             bound = self.sockets.get(service.unit.sockets[0].name)
             if bound is not None and bound.fd not in self.loop.readers:
@@ -790,12 +791,11 @@ class Manager:
                 slot.timer.cancel()
                 slot.timer = None
             if slot.proc is None and slot.state in (S.RESTARTING, S.STARTING, S.WAITING):
-                slot.enter(S.EXITED) if slot.state is not S.STARTING else slot.enter(S.EXITED)
+                slot.enter(S.EXITED)
         for proc in list(service.processes()):
             if not proc.exited or proc.draining:
                 self.stop_process(proc, "stop")
         service.changed()
-        self.maybe_done(service)
 
     def maybe_done(self, service: Service) -> None:
         if service.stopping and not any(True for _ in service.processes()):
