@@ -155,6 +155,15 @@ def reload(args) -> int:
         print(f"activator reload: no running activator in {directory}: {e}", file=sys.stderr)
         return 1
     try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            is_activator = b"activator" in f.read()
+    except OSError:
+        is_activator = False
+    if not is_activator:  # e.g. the pid file of another PID namespace: never signal a stranger
+        print(f"activator reload: pid {pid} from {directory}/activator.pid is not an activator here",
+              file=sys.stderr)
+        return 1
+    try:
         os.kill(pid, signal.SIGHUP)
     except OSError as e:
         print(f"activator reload: cannot signal pid {pid}: {e.strerror}", file=sys.stderr)

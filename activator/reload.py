@@ -75,7 +75,7 @@ class Reloader:
             for service in list(m.services.values()):
                 if self.restartable(service):
                     self.replace(service, service.unit)
-            self.advance()
+            m.mark_dirty()
             return
         m.log.info("reloading unit files")
         try:
@@ -91,7 +91,7 @@ class Reloader:
         if bound is None:
             return
         self.apply(model, bound)
-        self.advance()
+        m.mark_dirty()  # new units start, status.json shows the new model
 
     def restartable(self, service: Service) -> bool:
         return (not service.failed and not service.pending and not service.stopping

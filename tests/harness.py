@@ -170,6 +170,12 @@ class Activator:
     def signal(self, signum: int) -> None:
         os.kill(self.pid, signum)
 
+    def run_inside(self, argv: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """Run a command in activator's PID and mount namespaces, as `docker exec` would."""
+        prefix = ["nsenter", "--target", str(self.pid), "--pid", "--mount"] if self.pid1 else []
+        return subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=timeout,
+                              env={**self.env})
+
     def wait_exit(self, timeout: float = 30.0) -> int:
         try:
             return self.proc.wait(timeout)

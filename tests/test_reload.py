@@ -1,0 +1,394 @@
+"""Reload (SIGHUP), rolling restart (SIGUSR2), the status table (SIGUSR1), `status` and `reload`."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import PYTHON, open_fds, wait_for, write_units
+
+WORKER = Path(__file__).parent / "programs" / "http_worker.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port: int, timeout: float = 5.0) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
+        c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := c.recv(4096):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200"), data
+    return body.decode().strip()
+
+
+def web_unit(port: int, version: str, instances: int = 4, extra: str = "", env: str = "") -> str:
+    return f"""
+        exec: [{PYTHON}, {WORKER}]
+        instances: {instances}
+        sockets:
+          http: {{listen: "tcp://127.0.0.1:{port}"}}
+        environment:
+          VERSION: "{version}"
+          {env}
+        {extra}
+    """
+
+
+class ClientLoop:
+    """Requests in a loop, a new connection each, from a thread: failures and latencies."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.failures: list[str] = []
+        self.samples: list[tuple[float, float]] = []  # (when, seconds)
+        self.bodies: list[str] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                self.bodies.append(get(self.port))
+                self.samples.append((started, time.monotonic() - started))
+            except (OSError, AssertionError) as e:
+                self.failures.append(repr(e))
+
+    def __enter__(self):
+        self.thread.start()
+        wait_for(lambda: len(self.samples) >= 5, 10, what="first responses")
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.thread.join(10)
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(int(len(values) * p), len(values) - 1)] if values else float("nan")
+
+
+def reload_and_wait(a, previous: int | None = None) -> dict:
+    record = a.status()["reload"]
+    done = record["completed"] if previous is None else previous
+    a.signal(signal.SIGHUP)
+    return a.wait_status(lambda s: s["reload"]["completed"] > done, 30, what="reload finished")["reload"]
+
+
+def run_cli(a, *args, timeout=60):
+    return a.run_inside([PYTHON, "-m", "activator", *args], timeout=timeout)
+
+
+# ---------------------------------------------------------------------- the diff
+
+def test_reload_adds_removes_and_changes_units_and_keeps_unchanged_pids(activator):
+    port = free_port()
+    a = activator({"web": web_unit(port, "v1", instances=2), "keep": "exec: [sleep, infinity]",
+                   "gone": "exec: [sleep, infinity]"})
+    a.wait_state("web", "running")
+    keep_pid, gone_pid = a.pids("keep"), a.pids("gone")
+    write_units(a.units_dir, {"web": web_unit(port, "v2", instances=2), "new": "exec: [sleep, infinity]"})
+    (a.units_dir / "gone.yaml").unlink()
+    record = reload_and_wait(a)
+    assert record["outcome"] == "applied"
+    data = a.wait_state("new", "running")
+    assert "gone" not in data["units"]
+    assert a.pids("keep") == keep_pid
+    assert data["generation"] == 2
+    versions = {get(port).split()[1] for _ in range(6)}
+    assert versions == {"v2"}
+    gone_host = [p for p in gone_pid]
+    assert gone_host and not any(str(p) in a.pids("new") for p in gone_host)
+
+
+def test_a_reload_with_a_broken_file_changes_nothing_and_a_fixed_one_applies(activator):
+    port = free_port()
+    a = activator({"web": web_unit(port, "v1", instances=2), "keep": "exec: [sleep, infinity]"})
+    a.wait_state("web", "running")
+    pids = {u: a.pids(u) for u in ("web", "keep")}
+    socket_inode = open_fds(a.host_pids("web")[0])[3]
+    write_units(a.units_dir, {"web": web_unit(port, "v2", instances=2),
+                              "keep": "exec: [sleep, infinity]\nrestart: sometimes\n"})
+    record = reload_and_wait(a)
+    assert record["outcome"] == "refused"
+    assert any("keep.yaml:2: unit keep: restart:" in e for e in record["errors"])
+    assert "keep.yaml:2: unit keep: restart:" in a.output()
+    data = a.status()
+    assert data["generation"] == 1
+    assert {u: a.pids(u) for u in ("web", "keep")} == pids
+    assert open_fds(a.host_pids("web")[0])[3] == socket_inode
+    assert {get(port).split()[1] for _ in range(4)} == {"v1"}
+
+    write_units(a.units_dir, {"keep": "exec: [sleep, infinity]\nrestart: always\n"})
+    record = reload_and_wait(a)
+    assert record["outcome"] == "applied"
+    assert a.status()["generation"] == 2
+    assert a.pids("keep") == pids["keep"]  # restart policy is applied in place
+    assert {get(port).split()[1] for _ in range(6)} == {"v2"}
+
+
+def test_zero_failed_requests_during_20_reloads_of_a_4_instance_service(activator):
+    port = free_port()
+    # notify: a replacement counts as ready once it serves, not merely once it is forked.
+    a = activator({"web": web_unit(port, "v0", extra="type: notify")})
+    a.wait_state("web", "running")
+    with ClientLoop(port) as client:
+        time.sleep(1.0)  # steady state
+        steady_until = time.monotonic()
+        for version in range(1, 21):
+            write_units(a.units_dir, {"web": web_unit(port, f"v{version}", extra="type: notify")})
+            assert reload_and_wait(a)["outcome"] == "applied"
+        reloads_until = time.monotonic()
+    assert client.failures == []
+    steady = [s for t, s in client.samples if t < steady_until]
+    during = [s for t, s in client.samples if steady_until <= t < reloads_until]
+    print(f"\nrequests: {len(client.samples)}; steady p50 {percentile(steady, .5) * 1000:.2f} ms "
+          f"p99 {percentile(steady, .99) * 1000:.2f} ms; during reloads p50 "
+          f"{percentile(during, .5) * 1000:.2f} ms p99 {percentile(during, .99) * 1000:.2f} ms")
+    assert {get(port).split()[1] for _ in range(8)} == {"v20"}
+    assert len(a.pids("web")) == 4
+    assert not a.zombies()
+
+
+def test_a_burst_of_500_sighups_coalesces_and_converges(activator):
+    port = free_port()
+    a = activator({"web": f"""
+        exec: [{PYTHON}, {WORKER}]
+        instances: 3
+        type: notify
+        sockets:
+          http: {{listen: "tcp://127.0.0.1:{port}"}}
+        environment:
+          VERSION: v1
+          READY_DELAY: "0.3"
+    """, "other": "exec: [sleep, infinity]"})
+    a.wait_state("web", "running")
+    other = a.pids("other")
+    write_units(a.units_dir, {"web": f"""
+        exec: [{PYTHON}, {WORKER}]
+        instances: 3
+        type: notify
+        sockets:
+          http: {{listen: "tcp://127.0.0.1:{port}"}}
+        environment:
+          VERSION: v2
+          READY_DELAY: "0.3"
+    """})
+    a.signal(signal.SIGHUP)
+    # The reload rolls 3 instances, each taking 0.3 s to be ready: the rest of the burst
+    # arrives while it runs, and must make exactly one more reload after it.
+    a.wait_status(lambda s: s["reload"]["requested"] == 1 and s["reload"]["completed"] == 0, 10,
+                  what="the first reload under way")
+    for _ in range(499):
+        a.signal(signal.SIGHUP)
+    data = a.wait_status(lambda s: s["reload"]["completed"] >= 2 and s["reload"]["completed"]
+                         == s["reload"]["requested"], 30, what="reloads done")
+    time.sleep(0.5)  # nothing further may be queued: check it stays converged
+    data = a.status()
+    assert data["reload"]["completed"] == 2
+    assert data["generation"] == 3
+    assert len(a.pids("web")) == 3 and len(set(a.pids("web"))) == 3
+    assert a.pids("other") == other
+    assert {get(port).split()[1] for _ in range(6)} == {"v2"}
+    assert not a.zombies()
+    from harness import descendants_of
+    workers = [p for p in descendants_of(a.pid) if b"http_worker" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(workers) == 3
+
+
+def test_reload_signal_reaches_an_unchanged_unit(activator, tmp_path):
+    port = free_port()
+    hups = tmp_path / "hups"
+    a = activator({"web": web_unit(port, "v1", instances=2, extra="reload_signal: SIGHUP\n        type: notify",
+                                   env=f"HUP_FILE: {hups}")})  # notify: ready once its handlers are in place
+    a.wait_state("web", "running")
+    pids = a.pids("web")
+    reload_and_wait(a)
+    wait_for(lambda: hups.exists() and len(hups.read_text().split()) == 2, 5, what="SIGHUP in both")
+    assert a.pids("web") == pids
+
+
+def test_sigusr2_rolls_every_unit(activator):
+    port = free_port()
+    a = activator({"web": web_unit(port, "v1", instances=3), "single": "exec: [sleep, infinity]",
+                   "job": "exec: [true]\ntype: oneshot"})
+    a.wait_state("web", "running")
+    a.wait_state("job", "exited")
+    before = {u: a.pids(u) for u in ("web", "single")}
+    with ClientLoop(port) as client:
+        a.signal(signal.SIGUSR2)
+        a.wait_status(lambda s: s["reload"]["completed"] == 1, 30, what="rolling restart")
+    assert client.failures == []
+    after = {u: a.pids(u) for u in ("web", "single")}
+    assert not set(after["web"]) & set(before["web"]) and len(after["web"]) == 3
+    assert after["single"] != before["single"]
+    assert a.status()["units"]["job"]["state"] == "exited"
+    assert a.status()["generation"] == 1  # no new model
+
+
+def test_sigusr1_writes_the_status_table_to_stderr(activator):
+    a = activator({"web": "exec: [sleep, infinity]\ninstances: 2", "job": "exec: [true]\ntype: oneshot"})
+    a.wait_state("web", "running")
+    a.signal(signal.SIGUSR1)
+    text = wait_for(lambda: "UNIT" in a.stderr() and a.stderr(), 5, what="the table")
+    assert "web" in text and "job" in text and "exited" in text
+    assert all(len(line) <= 100 for line in text.splitlines() if not line.startswith("activator:"))
+
+
+def test_instances_change_scales_without_restarting_the_others(activator):
+    port = free_port()
+    a = activator({"web": web_unit(port, "v1", instances=2)})
+    a.wait_state("web", "running")
+    two = a.pids("web")
+    write_units(a.units_dir, {"web": web_unit(port, "v1", instances=4)})
+    assert reload_and_wait(a)["outcome"] == "applied"
+    a.wait_status(lambda s: len([i for i in s["units"]["web"]["instances"] if i["state"] == "running"]) == 4)
+    assert a.pids("web")[:2] == two
+    write_units(a.units_dir, {"web": web_unit(port, "v1", instances=1)})
+    assert reload_and_wait(a)["outcome"] == "applied"
+    data = a.wait_status(lambda s: len(s["units"]["web"]["instances"]) == 1)
+    assert a.pids("web") == two[:1]
+    wait_for(lambda: len([p for p in __import__("harness").descendants_of(a.pid)
+                          if b"http_worker" in Path(f"/proc/{p}/cmdline").read_bytes()]) == 1, 10)
+
+
+def test_a_failing_replacement_stops_the_roll_and_keeps_old_instances(activator):
+    port = free_port()
+    a = activator({"web": web_unit(port, "v1", instances=3, extra="type: notify")})
+    a.wait_state("web", "running")
+    old = a.pids("web")
+    write_units(a.units_dir, {"web": web_unit(port, "v2", instances=3, extra="type: notify").replace(
+        f"exec: [{PYTHON}, {WORKER}]", "exec: [sh, -c, 'exit 3']")})
+    with ClientLoop(port) as client:
+        result = run_cli(a, "reload")
+    assert result.returncode != 0
+    assert "rolling restart stopped" in result.stderr + a.output()
+    assert client.failures == []
+    assert a.pids("web") == old
+    assert {get(port).split()[1] for _ in range(4)} == {"v1"}
+
+
+def test_changed_socket_address_is_bound_before_the_old_one_closes(activator):
+    port, new_port = free_port(), free_port()
+    a = activator({"web": web_unit(port, "v1", instances=2)})
+    a.wait_state("web", "running")
+    write_units(a.units_dir, {"web": web_unit(new_port, "v2", instances=2)})
+    assert reload_and_wait(a)["outcome"] == "applied"
+    assert get(new_port).split()[1] == "v2"
+    wait_for(lambda: _refused(port), 10, what="the old port closed")
+    assert a.status()["units"]["web"]["sockets"][0]["listen"] == f"tcp://127.0.0.1:{new_port}"
+
+
+def _refused(port):
+    try:
+        get(port, timeout=1)
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def test_socket_options_change_in_place_keeps_the_socket(activator):
+    port = free_port()
+    a = activator({"web": web_unit(port, "v1", instances=2)})
+    a.wait_state("web", "running")
+    inode = open_fds(a.host_pids("web")[0])[3]
+    pids = a.pids("web")
+    write_units(a.units_dir, {"web": web_unit(port, "v1", instances=2).replace(
+        f'listen: "tcp://127.0.0.1:{port}"', f'listen: "tcp://127.0.0.1:{port}", backlog: 16, nodelay: true')})
+    assert reload_and_wait(a)["outcome"] == "applied"
+    assert "options adjusted in place" in a.output()
+    assert a.pids("web") == pids  # backlog and nodelay reach no process: nothing restarted
+    assert open_fds(a.host_pids("web")[0])[3] == inode
+
+
+def test_a_bind_failure_refuses_the_reload(activator):
+    port = free_port()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    a = activator({"web": web_unit(port, "v1", instances=1)})
+    a.wait_state("web", "running")
+    pids = a.pids("web")
+    write_units(a.units_dir, {"extra": f"""
+        exec: [sleep, infinity]
+        sockets:
+          other: {{listen: "tcp://127.0.0.1:{taken.getsockname()[1]}"}}
+    """})
+    record = reload_and_wait(a)
+    assert record["outcome"] == "refused"
+    assert "Address already in use" in " ".join(record["errors"])
+    assert "extra" not in a.status()["units"] and a.pids("web") == pids
+    taken.close()
+
+
+# ---------------------------------------------------------------------- status and reload commands
+
+def test_status_json_schema(activator):
+    port = free_port()
+    a = activator({"web": web_unit(port, "v1", instances=2), "job": "exec: [true]\ntype: oneshot"})
+    a.wait_state("web", "running")
+    a.wait_state("job", "exited")
+    result = run_cli(a, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert isinstance(data["pid"], int) and data["version"] and data["started"].endswith("Z")
+    assert data["generation"] == 1
+    web = data["units"]["web"]
+    assert web["state"] == "running" and web["type"] == "simple" and web["description"] == ""
+    assert web["sockets"] == [{"name": "http", "listen": f"tcp://127.0.0.1:{port}", "fd": 3}]
+    for number, instance in enumerate(web["instances"], start=1):
+        assert set(instance) >= {"instance", "pid", "state", "started", "restarts", "exit_status", "status",
+                                 "errno", "cpu_percent", "rss_bytes"}
+        assert instance["instance"] == number and instance["state"] == "running"
+        assert instance["rss_bytes"] > 1_000_000 and instance["cpu_percent"] >= 0
+    assert data["units"]["job"]["instances"][0]["exit_status"] == 0
+
+
+def test_status_table_fits_100_columns_and_exit_code_follows_health(activator):
+    a = activator({"good": "exec: [sleep, infinity]\ndescription: " + "x" * 200,
+                   "flaky": "exec: [sh, -c, 'exit 1']\nrestart: no"})
+    a.wait_state("flaky", "failed")
+    result = run_cli(a, "status")
+    assert result.returncode == 1
+    assert all(len(line) <= 100 for line in result.stdout.splitlines()), result.stdout
+    assert "failed" in result.stdout and "good" in result.stdout
+
+    b = activator({"good": "exec: [sleep, infinity]", "job": "exec: [true]\ntype: oneshot"})
+    b.wait_state("job", "exited")
+    b.wait_state("good", "running")
+    assert run_cli(b, "status").returncode == 0
+
+
+def test_status_without_a_running_activator_fails(tmp_path):
+    result = subprocess.run([PYTHON, "-m", "activator", "status"], capture_output=True, text=True,
+                            env={**os.environ, "ACTIVATOR_RUNTIME_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    assert "no running activator" in result.stderr
+
+
+def test_reload_command_reports_the_outcome(activator):
+    a = activator({"one": "exec: [sleep, infinity]"})
+    a.wait_state("one", "running")
+    write_units(a.units_dir, {"two": "exec: [sleep, infinity]"})
+    result = run_cli(a, "reload")
+    assert result.returncode == 0 and "applied" in result.stdout
+    a.wait_state("two", "running")
+    write_units(a.units_dir, {"three": "exec: [sleep, infinity]\ntype: bogus"})
+    result = run_cli(a, "reload")
+    assert result.returncode == 1
+    assert "three.yaml:2: unit three: type:" in result.stderr
