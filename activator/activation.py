@@ -12,10 +12,10 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from activator.spawn import Launch
-from activator.units import Unit, find_program, service_path
+from activator.model import Unit, find_program, service_path
 
 PROTOCOL_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID",
                       "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC")
@@ -23,6 +23,14 @@ PROTOCOL_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDF
 
 def base_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k not in PROTOCOL_VARIABLES}
+
+
+def plain_address(address: str) -> str:
+    """An IPv4 client of a dual-stack socket shows as its IPv4 address (`::ffff:10.0.0.1` is
+    10.0.0.1), as systemd writes REMOTE_ADDR."""
+    if address.lower().startswith("::ffff:") and address.count(".") == 3:
+        return address[7:]
+    return address
 
 
 class ProgramMissing(Exception):
@@ -41,12 +49,12 @@ def prepare(unit: Unit, number: int, socket_fds: list[int], stored: list[tuple[s
     argv = [t.expand(names, number, environ) for t in unit.exec]
 
     env = dict(base_env)
+    if unit.credentials is not None and unit.credentials.user:  # as systemd's User= does
+        env.update(USER=unit.credentials.user, LOGNAME=unit.credentials.user,
+                   HOME=unit.credentials.home or "/")
     env.update(unit.file_environment)
     for key, template in unit.environment:
         env[key] = template.expand(names, number, environ)
-    if unit.credentials is not None and unit.credentials.user:
-        env.update(USER=unit.credentials.user, LOGNAME=unit.credentials.user,
-                   HOME=unit.credentials.home or "/")
 
     fds = list(socket_fds)
     pid_variables: list[str] = []
@@ -57,6 +65,8 @@ def prepare(unit: Unit, number: int, socket_fds: list[int], stored: list[tuple[s
         for key in ("REMOTE_ADDR", "REMOTE_PORT"):
             if connection.get(key) is not None:
                 env[key] = str(connection[key])
+        if "REMOTE_ADDR" in env:
+            env["REMOTE_ADDR"] = plain_address(env["REMOTE_ADDR"])
     elif unit.socket_env and (fds or stored):
         fds += [fd for _, fd in stored]
         env["LISTEN_FDS"] = str(len(fds))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -27,12 +26,19 @@ class UsageError(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(f"{self.prog}: {message}")
+def _parser(**options):
+    """An argparse parser whose errors are UsageError (exit 2), for the commands other than
+    the init itself, which parses its few options by hand (see parse_run_arguments)."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            raise UsageError(f"{self.prog}: {message}")
+
+    return Parser(**options)
 
 
-def _units_argument(parser: argparse.ArgumentParser) -> None:
+def _units_argument(parser) -> None:
     parser.add_argument("--units", action="append", metavar="DIR",
                         help="a units directory (repeatable; a later one overrides a same-named unit); "
                              "default $ACTIVATOR_UNITS (colon-separated), else /etc/activator/units")
@@ -47,17 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in ("check", "status", "reload") else None
     try:
         if command == "check":
-            parser = _Parser(prog="activator check", description="Validate unit files.")
+            parser = _parser(prog="activator check", description="Validate unit files.")
             _units_argument(parser)
             return check(parser.parse_args(argv[1:]))
         if command == "status":
-            parser = _Parser(prog="activator status", description="Show the running stack.")
+            parser = _parser(prog="activator status", description="Show the running stack.")
             parser.add_argument("--json", action="store_true", help="print status.json with CPU and memory")
             args = parser.parse_args(argv[1:])
             from activator import status
             return status.command(runtime_dir(), args.json)
         if command == "reload":
-            parser = _Parser(prog="activator reload",
+            parser = _parser(prog="activator reload",
                              description="Reload the unit files of the running activator and wait for the outcome.")
             parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
             return reload(parser.parse_args(argv[1:]))
@@ -86,38 +92,86 @@ def check(args) -> int:
     return 0
 
 
-def run(argv: list[str]) -> int:
-    command_line = None
-    if "--" in argv:
-        split = argv.index("--")
-        argv, command_line = argv[:split], argv[split + 1:]
-        if not command_line:
-            raise UsageError("activator: nothing after --")
-    parser = _Parser(prog="activator", usage=USAGE, description=DESCRIPTION,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    _units_argument(parser)
-    parser.add_argument("--log-format", choices=("text", "json"), default="text",
-                        help="how activator writes its messages and service output (default text)")
-    parser.add_argument("--version", action="version", version=f"activator {__version__}")
-    args = parser.parse_args(argv)
+RUN_HELP = f"""usage: {USAGE}
 
+{DESCRIPTION}
+
+options:
+  --units DIR          a units directory (repeatable; a later one overrides a same-named unit);
+                       default $ACTIVATOR_UNITS (colon-separated), else /etc/activator/units
+  --log-format FORMAT  text (default) or json: one object per line, for activator's messages
+                       and service output alike
+  -- CMD [ARG...]      run CMD as the extra unit `main`: activator exits with its status
+  --version            print the version
+  -h, --help           print this help
+
+commands: check, status, reload (each has --help)
+"""
+
+
+def parse_run_arguments(argv: list[str]) -> tuple[list[str], str, list[str] | None]:
+    """(units directories, log format, command) of `activator [...] [-- CMD...]`.
+
+    Written out rather than with argparse: PID 1 stays smaller without it (argparse pulls in
+    shutil, gettext, bz2 and lzma: about 2 MiB resident for the life of the container)."""
+    units: list[str] = []
+    log_format = "text"
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            command = argv[i + 1:]
+            if not command:
+                raise UsageError("activator: nothing after --")
+            return units, log_format, command
+        option, equals, value = arg.partition("=")
+        if option in ("--units", "--log-format"):
+            if not equals:
+                i += 1
+                if i >= len(argv):
+                    raise UsageError(f"activator: {option} needs a value")
+                value = argv[i]
+            if option == "--units":
+                units.append(value)
+            elif value in ("text", "json"):
+                log_format = value
+            else:
+                raise UsageError(f"activator: --log-format: expected text or json, got {value!r}")
+        elif arg == "--version":
+            print(f"activator {__version__}")
+            raise SystemExit(0)
+        elif arg in ("-h", "--help"):
+            sys.stdout.write(RUN_HELP)
+            raise SystemExit(0)
+        else:
+            raise UsageError(f"activator: unknown argument {arg!r}")
+        i += 1
+    return units, log_format, None
+
+
+def run(argv: list[str]) -> int:
+    units_dirs, log_format, command_line = parse_run_arguments(argv)
+    from activator import loading
     from activator import log as logmod
-    from activator import units
+    from activator import model as modelmod
 
     level = {"debug": logmod.DEBUG, "warning": logmod.WARNING, "error": logmod.ERROR}.get(
         os.environ.get("ACTIVATOR_LOG_LEVEL", "").lower(), logmod.INFO)
-    log = logmod.Log(json_format=args.log_format == "json", level=level)
-    dirs, explicit = units.directories(args.units, os.environ)
+    log = logmod.Log(json_format=log_format == "json", level=level)
+    dirs, explicit = modelmod.directories(units_dirs, os.environ)
     dirs = [os.path.abspath(d) for d in dirs]
     try:
-        model = units.load(dirs, os.environ, explicit)
+        model = loading.load(dirs, dict(os.environ), explicit)
         if command_line:
-            model = units.with_command(model, command_line, os.getcwd())
-    except units.UnitsError as e:
+            model = modelmod.with_command(model, command_line, os.getcwd())
+    except modelmod.UnitsError as e:
         for problem in e.problems:
             (log.warning if problem.warning else log.error)(str(problem))
-        log.error(f"invalid unit files: nothing started")
+        log.error("invalid unit files: nothing started")
         return 2
+    except loading.LoadFailed as e:
+        log.error(f"{e}: nothing started")
+        return 1
 
     from activator.manager import Manager
     from activator.sockets import BindError
@@ -131,7 +185,7 @@ def run(argv: list[str]) -> int:
     except BindError as e:
         log.error(f"{e}: nothing started")
         return 2
-    except Exception as e:  # PID 1 never dies of a traceback: stop what started, then exit
+    except Exception:  # PID 1 never dies of a traceback: stop what started, then exit
         import traceback
         log.error("cannot start:\n" + traceback.format_exc().rstrip())
         return manager.fatal()

@@ -28,7 +28,6 @@ import heapq
 import os
 import select
 import signal
-import socket
 import time
 import traceback
 
@@ -36,11 +35,11 @@ from activator import activation, log as logmod, spawn
 from activator.log import Log
 from activator.notify import Message, NotifyServer
 from activator.output import OutputPipe
-from activator.service import (ACTIVE, HEALTHY, Process, S, Service, Slot, backoff, exit_status,
+from activator.service import (ACTIVE, Process, S, Service, Slot, backoff, exit_status,
                                should_restart)
 from activator.signals import SignalReceiver
 from activator.sockets import BindError, BoundSocket, bind, inherited_sockets
-from activator.units import Model, Unit
+from activator.model import Model, Unit
 
 FDSTORE_MAX = 64
 SHUTDOWN_REAP_SECONDS = 5.0
@@ -85,7 +84,8 @@ class Loop:
 
     def call_later(self, delay: float, callback) -> Timer:
         timer = Timer(time.monotonic() + max(delay, 0.0), callback)
-        heapq.heappush(self.timers, timer)
+        if delay != float("inf"):  # `infinity` (a timeout turned off) never fires
+            heapq.heappush(self.timers, timer)
         return timer
 
     def poll(self) -> list:
@@ -94,7 +94,8 @@ class Loop:
             heapq.heappop(self.timers)
         timeout = -1.0
         if self.timers:
-            timeout = max(self.timers[0].deadline - time.monotonic(), 0.0)
+            # epoll takes at most 2**31 ms; a farther deadline is recomputed after a day.
+            timeout = min(max(self.timers[0].deadline - time.monotonic(), 0.0), 86400.0)
         events = self.epoll.poll(timeout)
         due = [self.readers[fd] for fd, _ in events if fd in self.readers]
         now = time.monotonic()
@@ -323,10 +324,13 @@ class Manager:
             del self.pids[pid]
 
     def on_main_pid_gone(self, proc: Process) -> None:
-        """pidfd: a MAINPID that is not our child ended; its parent has its status."""
-        self.loop.remove_reader(proc.pidfd)
-        os.close(proc.pidfd)
-        proc.pidfd = -1
+        """pidfd: a MAINPID that is not our child ended. If it was reparented to us, reaping
+        gives its real status; only when another process reaps it is the status unknown."""
+        self.reap()
+        if proc.pidfd >= 0:
+            self.loop.remove_reader(proc.pidfd)
+            os.close(proc.pidfd)
+            proc.pidfd = -1
         if not proc.exited:
             with self.guard(self.services.get(proc.unit.name)):
                 self.on_exit(proc, 0)
@@ -959,9 +963,11 @@ class Manager:
             self.store_fds(service, proc, fields.get("FDNAME") or "stored", message)
         if fields.get("FDSTOREREMOVE") == "1" and fields.get("FDNAME"):
             self.remove_fds(service, fields["FDNAME"])
-        if fields.get("STOPPING") == "1" and slot is not None and proc is slot.proc \
-                and slot.state in ACTIVE + (S.STARTING,):
-            slot.enter(S.STOPPING)
+        if fields.get("STOPPING") == "1":
+            proc.stopping = True
+            proc.cancel_timers("watchdog")  # a service on its way out owes no more pings
+            if slot is not None and proc is slot.proc and slot.state in ACTIVE + (S.STARTING,):
+                slot.enter(S.STOPPING)
         if fields.get("RELOADING") == "1":
             proc.reloading = True
             if slot is not None and proc is slot.proc and slot.state is S.RUNNING:
@@ -996,7 +1002,7 @@ class Manager:
 
     def arm_watchdog(self, proc: Process) -> None:
         proc.cancel_timers("watchdog")
-        if proc.watchdog_usec > 0 and not proc.exited and proc.stop_reason is None:
+        if proc.watchdog_usec > 0 and not proc.exited and proc.stop_reason is None and not proc.stopping:
             proc.timers["watchdog"] = self.loop.call_later(proc.watchdog_usec / 1e6,
                                                            lambda: self.watchdog_expired(proc))
 

@@ -3,13 +3,21 @@
 Receiving follows systemd's own receiver (src/shared/notify-recv.c) rule for rule:
 
 - SO_PASSCRED is on, so the kernel attaches the sender's pid, uid and gid to every datagram;
-  the sender is judged by that pid, never by anything in the message.
+  the sender is judged by that pid, never by anything in the message. The kernel lets root
+  put any live pid there (sd_pid_notify(pid=...)), anyone else only their own: notify_access
+  holds against services that dropped privileges, not against root ones.
+- A sender must still exist when its datagram is read, or nobody can tell whose it is (its
+  /proc entry is gone); a process that notifies and exits at once should wait at a barrier
+  (BARRIER=1, as systemd-notify does); systemd has the same rule.
 - A datagram that was truncated (payload over 4096 bytes, or more descriptors than fit),
   that carries no credentials, or that has a NUL byte anywhere but at its very end, is
   ignored "like no message at all".
 - Descriptors arrive close-on-exec (MSG_CMSG_CLOEXEC). Every descriptor of a message that is
   ignored, not allowed, or not a FDSTORE=1 is closed at once, which also releases a sender
   blocked on BARRIER=1 (systemd-notify without --no-block).
+- The text is read as systemd's service manager reads it (`parse`): lines end at LF or CR,
+  a value's first line wins, a flag counts on any line, values systemd would refuse are
+  left out, so the manager never has to second-guess them.
 
 The socket is a path (`$ACTIVATOR_RUNTIME_DIR/notify`), so it also works across network
 namespaces, and is world-writable, so services that dropped privileges can reach it.
@@ -18,7 +26,9 @@ namespaces, and is world-writable, so services that dropped privileges can reach
 from __future__ import annotations
 
 import array
+import errno
 import os
+import re
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -47,18 +57,70 @@ class Message:
 
 
 def parse(data: bytes) -> dict[str, str] | None:
-    """The KEY=VALUE assignments of a datagram, or None for one to ignore entirely."""
+    """The assignments of a datagram, as systemd's service manager reads them; None for one
+    to ignore entirely (a NUL anywhere but at its very end).
+
+    Lines end at LF or CR (systemd's NEWLINE); a line without `=` or with an empty key
+    means nothing. Where a key is given twice, systemd looks values up with
+    strv_find_startswith (the first line wins) but flags with strv_contains (any `READY=1`
+    line counts), so the result holds the first value of each key, except that a flag is "1"
+    when any of its lines says so. Values systemd would refuse are dropped here, so that the
+    manager sees them as absent, as systemd does: a number that is not one (MAINPID,
+    EXTEND_TIMEOUT_USEC, WATCHDOG_USEC, ERRNO, which may also be an errno name), an FDNAME
+    that cannot go into LISTEN_FDNAMES. A STATUS that is not UTF-8 or is longer than
+    STATUS_TEXT_MAX clears the status text (""), as in systemd.
+    """
     if b"\0" in data[:-1]:
         return None
     if data.endswith(b"\0"):
         data = data[:-1]
-    text = data.decode("utf-8", "replace")
-    result: dict[str, str] = {}
-    for line in text.split("\n"):
-        key, sep, value = line.partition("=")
-        if sep and key:
-            result[key] = value  # a later assignment of the same key wins, as in systemd
-    return result
+    result: dict[str, str | None] = {}
+    for line in data.replace(b"\r", b"\n").split(b"\n"):
+        key, sep, value = line.partition(b"=")
+        if not sep or not key:
+            continue
+        name = key.decode("utf-8", "replace")
+        if name in FLAGS and value == b"1":
+            result[name] = "1"
+        elif name not in result:
+            result[name] = _value(name, value)
+    return {k: v for k, v in result.items() if v is not None}
+
+
+FLAGS = frozenset({"READY", "STOPPING", "RELOADING", "FDSTORE", "FDSTOREREMOVE", "BARRIER"})
+NUMBERS = frozenset({"MAINPID", "EXTEND_TIMEOUT_USEC", "WATCHDOG_USEC", "ERRNO"})
+STATUS_TEXT_MAX = 3 * 1024  # systemd's, in bytes
+FDNAME_MAX = 255
+_NUMBER = re.compile(rb"[ \t]*\+?([0-9]+)")  # what strtoull takes whole, as safe_atou64 wants
+_U64_MAX = 2**64 - 1  # safe_atou64: anything larger is ERANGE
+_LIMITS = {"MAINPID": 2**31 - 1, "ERRNO": 4095}  # a pid_t; ERRNO_MAX
+
+
+def _value(name: str, value: bytes) -> str | None:
+    """The value as the manager should see it; None where systemd would ignore the key."""
+    if name == "STATUS":
+        if len(value) > STATUS_TEXT_MAX:
+            return ""
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return ""
+    if name in NUMBERS:
+        match = _NUMBER.fullmatch(value)
+        if match is not None:
+            number = int(match.group(1))
+        elif name == "ERRNO" and value.isascii() and value.isalnum():
+            number = getattr(errno, value.decode(), None) if value.startswith(b"E") else None
+        else:
+            number = None
+        if number is None or number > _LIMITS.get(name, _U64_MAX) or (name == "MAINPID" and number <= 0):
+            return None
+        return str(number)
+    if name == "FDNAME":
+        if len(value) > FDNAME_MAX or any(b < 0x20 or b >= 0x7F or b == 0x3A for b in value):
+            return None  # control characters, non-ASCII, or ':' (the LISTEN_FDNAMES separator)
+        return value.decode("ascii")
+    return value.decode("utf-8", "replace")
 
 
 class NotifyServer:

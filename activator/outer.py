@@ -3,6 +3,11 @@ host systemd with Type=notify). Messages go through python-systemd, libsystemd's
 
 NOTIFY_SOCKET stays in activator's environment for libsystemd to read, and is removed from
 what services inherit (activation.PROTOCOL_VARIABLES): their notifications go to activator.
+
+The first READY=1 says that every eager unit is started, and nothing may say READY=1 before
+it: a reload (SIGHUP) or rolling restart (SIGUSR2) that runs while a unit is still starting
+ends with a STATUS= only, since a READY=1 then would tell the outer manager we are up while we
+are not. Once we are up, a reload is framed by RELOADING=1 and READY=1.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ class OuterManager:
         self.daemon = daemon
         self.log = log
         self.last_status = None
+        self.ready_sent = False  # the first READY=1 (every eager unit started) went out
 
     def send(self, message: str) -> None:
         try:
@@ -41,13 +47,15 @@ class OuterManager:
             self.send(f"STATUS={status}")
 
     def ready(self, manager) -> None:
+        self.ready_sent = True
         self.send("READY=1\nSTATUS=" + self.summary(manager))
 
     def reloading(self) -> None:
-        self.send(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        if self.ready_sent:  # before it, the outer manager is still waiting for us to start
+            self.send(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
 
     def reloaded(self, outcome: str) -> None:
-        self.send(f"READY=1\nSTATUS={outcome}")
+        self.send(f"READY=1\nSTATUS={outcome}" if self.ready_sent else f"STATUS={outcome}")
 
     def stopping(self) -> None:
         self.send("STOPPING=1")

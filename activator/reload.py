@@ -29,16 +29,23 @@ replaced keep running the old definition, and the failure is logged and reported
 
 from __future__ import annotations
 
-from activator import units
+import os
+import signal
+
+from activator import loading
+from activator import model as model_
 from activator.log import rfc3339
 from activator.service import S, Service, Slot
 from activator.sockets import BindError, bind
 
 
+LOAD_TIMEOUT = 60.0  # seconds the unit file loader may take before the reload is refused
+
+
 class Roll:
     """Replace the processes of a service's slots one at a time."""
 
-    def __init__(self, service: Service, unit: units.Unit, numbers: list[int]):
+    def __init__(self, service: Service, unit: model_.Unit, numbers: list[int]):
         self.service = service
         self.unit = unit
         self.queue = list(numbers)
@@ -61,6 +68,7 @@ class Reloader:
         self.adding: set[str] = set()
         self.errors: list[str] = []
         self.finished = False
+        self.loader_fd = -1  # while the unit files are being read in a child process
 
     # ------------------------------------------------------------------ begin
 
@@ -78,20 +86,62 @@ class Reloader:
             m.mark_dirty()
             return
         m.log.info("reloading unit files")
+        main = m.model.units.get("main") if m.command is not None else None
         try:
-            model = units.load(list(m.model.directories), m.environ, explicit=m.explicit_dirs)
-            if m.command is not None:
-                model = units.with_main(model, m.model.units["main"])
-        except units.UnitsError as e:
+            self.loader_pid, self.loader_fd = loading.start(list(m.model.directories), m.environ,
+                                                            m.explicit_dirs)
+        except OSError as e:
+            self.refuse([f"cannot start the unit file loader: {e.strerror}"])
+            return
+        self.main = main
+        self.loaded = []
+        m.loop.add_reader(self.loader_fd, self.read_loader)
+        self.loader_timer = m.loop.call_later(LOAD_TIMEOUT, self.loader_timeout)
+
+    def read_loader(self) -> None:
+        """The loader's answer, a chunk at a time; at its end, refuse or apply."""
+        m = self.manager
+        try:
+            chunk = os.read(self.loader_fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if chunk:
+            self.loaded.append(chunk)
+            return
+        self.close_loader()
+        try:
+            model = loading.result(b"".join(self.loaded))
+            if self.main is not None:
+                model = model_.with_main(model, self.main)
+        except model_.UnitsError as e:
             for problem in e.problems:
                 (m.log.warning if problem.warning else m.log.error)(str(problem))
             self.refuse([str(p) for p in e.errors])
+            return
+        except loading.LoadFailed as e:
+            m.log.error(str(e))
+            self.refuse([str(e)])
             return
         bound = self.bind_new_sockets(model)
         if bound is None:
             return
         self.apply(model, bound)
         m.mark_dirty()  # new units start, status.json shows the new model
+
+    def loader_timeout(self) -> None:
+        self.manager.log.error(f"the unit files took more than {LOAD_TIMEOUT:g}s to load")
+        try:
+            os.kill(self.loader_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.close_loader()
+        self.refuse([f"the unit files took more than {LOAD_TIMEOUT:g}s to load"])
+
+    def close_loader(self) -> None:
+        self.manager.loop.remove_reader(self.loader_fd)
+        os.close(self.loader_fd)
+        self.loader_fd = -1
+        self.loader_timer.cancel()
 
     def restartable(self, service: Service) -> bool:
         return (not service.failed and not service.pending and not service.stopping
@@ -105,7 +155,7 @@ class Reloader:
         self.errors = errors
         self.finish("refused")
 
-    def bind_new_sockets(self, model: units.Model) -> dict | None:
+    def bind_new_sockets(self, model: model_.Model) -> dict | None:
         """Bind what the new model needs that is not open yet; None if anything fails."""
         m = self.manager
         fresh = {}
@@ -127,7 +177,7 @@ class Reloader:
 
     # ------------------------------------------------------------------ apply
 
-    def apply(self, model: units.Model, fresh: dict) -> None:
+    def apply(self, model: model_.Model, fresh: dict) -> None:
         m = self.manager
         old_model = m.model
         m.model = model
@@ -218,7 +268,7 @@ class Reloader:
             slot.starts.clear()
         self.adding.add(service.name)
 
-    def update_in_place(self, service: Service, unit: units.Unit) -> None:
+    def update_in_place(self, service: Service, unit: model_.Unit) -> None:
         m = self.manager
         m.log.info("changed (activator's settings only): updated in place", unit=service.name)
         old_count = len(service.slots)
@@ -227,7 +277,7 @@ class Reloader:
             slot.unit = unit
         self.scale(service, unit, old_count)
 
-    def scale(self, service: Service, unit: units.Unit, old_count: int) -> None:
+    def scale(self, service: Service, unit: model_.Unit, old_count: int) -> None:
         m = self.manager
         if unit.accepts:
             return
@@ -252,7 +302,7 @@ class Reloader:
             del service.slots[unit.instances:]
         service.changed()
 
-    def replace(self, service: Service, unit: units.Unit) -> None:
+    def replace(self, service: Service, unit: model_.Unit) -> None:
         """Restart `service` with `unit`: rolling when it has several instances."""
         m = self.manager
         old_count = len(service.slots)
@@ -295,7 +345,7 @@ class Reloader:
             self.restarting.add(service.name)
         self.scale(service, unit, old_count)
 
-    def reset_slots(self, service: Service, unit: units.Unit, old_count: int) -> None:
+    def reset_slots(self, service: Service, unit: model_.Unit, old_count: int) -> None:
         for slot in service.slots:
             if slot.timer:
                 slot.timer.cancel()
@@ -307,7 +357,7 @@ class Reloader:
                 slot.state = S.STARTING
         self.scale(service, unit, old_count)
 
-    def restart_slot(self, slot: Slot, unit: units.Unit) -> None:
+    def restart_slot(self, slot: Slot, unit: model_.Unit) -> None:
         m = self.manager
         slot.unit = unit
         slot.starts.clear()
@@ -320,7 +370,7 @@ class Reloader:
         else:
             m.start_slot(slot)
 
-    def restart_all(self, service: Service, unit: units.Unit) -> None:
+    def restart_all(self, service: Service, unit: model_.Unit) -> None:
         """Stop every instance, rebind the sockets that need it, start them all again."""
         m = self.manager
         self.restarting.add(service.name)
@@ -362,9 +412,8 @@ class Reloader:
         for proc in service.processes():
             if not proc.exited and proc.stop_reason is None:
                 try:
-                    import os
                     os.kill(proc.main_pid, service.unit.reload_signal)
-                    m.log.info(f"sent reload_signal", **proc.where)
+                    m.log.info("sent reload_signal", **proc.where)
                 except ProcessLookupError:
                     pass
 
@@ -429,7 +478,7 @@ class Reloader:
 
     def advance(self) -> None:
         """Called after every change: finish the reload once nothing it started is pending."""
-        if self.finished:
+        if self.finished or self.loader_fd >= 0:
             return
         m = self.manager
         for name in list(self.rebinding):

@@ -9,7 +9,7 @@ The instance state machine lives on the slot and changes only through `Slot.ente
 checks that the move is one the table below allows, so an impossible transition is a bug
 caught where it happens rather than a wrong `status` later:
 
-    starting   -> running, exited, restarting, failed, stopping
+    starting   -> running, exited, restarting, failed, stopping, waiting
     running    -> reloading, stopping, restarting, exited, failed
     reloading  -> running, stopping, restarting, exited, failed
     stopping   -> exited, failed, restarting, starting, running
@@ -30,7 +30,7 @@ import os
 import signal
 import time
 
-from activator.units import Unit
+from activator.model import Unit
 
 
 class State(enum.Enum):
@@ -46,7 +46,7 @@ class State(enum.Enum):
 
 S = State
 _ALLOWED = {
-    S.STARTING: {S.RUNNING, S.EXITED, S.RESTARTING, S.FAILED, S.STOPPING},
+    S.STARTING: {S.RUNNING, S.EXITED, S.RESTARTING, S.FAILED, S.STOPPING, S.WAITING},
     S.RUNNING: {S.RELOADING, S.STOPPING, S.RESTARTING, S.EXITED, S.FAILED},
     S.RELOADING: {S.RUNNING, S.STOPPING, S.RESTARTING, S.EXITED, S.FAILED},
     S.STOPPING: {S.EXITED, S.FAILED, S.RESTARTING, S.STARTING, S.RUNNING},
@@ -74,6 +74,7 @@ class Process:
         self.started_wall = time.time()
         self.ready = False
         self.reloading = False
+        self.stopping = False  # it said STOPPING=1
         self.stop_reason: str | None = None  # why we are stopping it, when we are
         self.result: str | None = None  # "timeout" or "watchdog" when that ended it
         self.exited = False

@@ -9,11 +9,12 @@ except an `accept` socket, which activator itself accepts on.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
 
-from activator.units import Socket
+from activator.model import Socket
 
 
 class BindError(Exception):
@@ -195,15 +196,36 @@ def _prepare_path(spec: Socket, is_kind, kind: str, remove_stale: bool = True) -
     if not is_kind(st.st_mode):
         raise BindError(spec, f"{path} exists and is not {kind}; remove it or choose another path")
     if remove_stale:
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if not _is_stale(path):
+            raise BindError(spec, f"a running process is listening on {path}")
+        os.unlink(path)  # left by an earlier run: nobody listens on it any more
+
+
+def _is_stale(path: str) -> bool:
+    """Whether no socket is bound to the socket file at `path` any more.
+
+    Only ECONNREFUSED says so. A socket of another type answers EPROTOTYPE (try that type),
+    and the probe never blocks: a live listener with a full backlog would hold a blocking
+    connect() for as long as it does not accept; non-blocking, that is EAGAIN, alive.
+    Anything else (EACCES…) is not ours to judge, so binding fails with it.
+    """
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_SEQPACKET):
+        probe = socket.socket(socket.AF_UNIX, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         try:
             probe.connect(path)
-        except OSError:
-            os.unlink(path)  # left by an earlier run: nobody listens on it any more
+        except ConnectionRefusedError:
+            return True
+        except OSError as e:
+            if e.errno == errno.EPROTOTYPE:
+                continue
+            if e.errno in (errno.EAGAIN, errno.EINPROGRESS):
+                return False
+            raise
         else:
-            raise BindError(spec, f"a running process is listening on {path}")
+            return False
         finally:
             probe.close()
+    return False
 
 
 def _own_path(spec: Socket) -> None:

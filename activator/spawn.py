@@ -30,7 +30,7 @@ import os
 import signal
 from dataclasses import dataclass, field
 
-from activator.units import Credentials
+from activator.model import Credentials
 
 SHELL = "/bin/sh"
 _DEFAULTABLE = tuple(sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}))

@@ -33,9 +33,9 @@ class Ref:
 class Template:
     parts: tuple  # str and Ref, in order
 
-    @property
-    def refs(self) -> tuple:
-        return tuple(p for p in self.parts if isinstance(p, Ref))
+    def __post_init__(self):
+        # Asked for by every check of every unit: computed once, kept beside the fields.
+        object.__setattr__(self, "refs", tuple([p for p in self.parts if type(p) is Ref]))
 
     def expand(self, socket_fds: dict, instance: int, environ) -> str:
         out = []
@@ -74,6 +74,8 @@ def _ref(body: str) -> Ref:
 
 
 def parse(text: str) -> Template:
+    if "$" not in text:  # most arguments: nothing to look for
+        return Template((text,) if text else ())
     parts: list = []
     literal: list[str] = []
     i = 0

@@ -5,16 +5,22 @@ into them, the line it was written on and, for scalars, the text as written. Val
 reports errors at those lines; converters that want the text as written (octal modes such as
 `umask: 0022`, which YAML 1.1 reads as the number 18) get it from `raw`.
 
-Everything that can go wrong with the bytes of a file (too large, not UTF-8, not YAML, not a
-mapping, several documents, recursive or exploding aliases, duplicate keys) is reported as a
-`SourceError` with a line number, never as a traceback.
+Everything that can go wrong with a file (not a regular file, too large, not UTF-8, not YAML,
+not a mapping, several documents, recursive or exploding aliases, too deep, duplicate keys,
+tags we do not construct) is reported as a `SourceError` with a line number where there is
+one, never as a traceback. YAML merge keys (`<<: *defaults`) are resolved here, so that every
+value keeps the line it was written on.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 
 import yaml
+
+from activator.model import Location
 
 try:  # libyaml's parser is several times faster; the constructors are the same.
     _Loader = yaml.CSafeLoader
@@ -23,17 +29,9 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
 
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000  # bounds alias expansion ("billion laughs")
+MAX_DEPTH = 50  # unit files are a few levels deep; this keeps recursion far from Python's limit
 
 Path = tuple  # a path into a document: keys and list indexes
-
-
-@dataclass(frozen=True)
-class Location:
-    file: str
-    line: int = 0  # 1-based; 0 when the problem concerns the whole file
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}" if self.line else self.file
 
 
 class SourceError(Exception):
@@ -61,12 +59,35 @@ class Document:
 
 
 def read_text(path: str, limit: int = MAX_FILE_BYTES) -> str:
-    """The file's text, or a SourceError saying why it cannot be had."""
+    """The file's text, or a SourceError saying why it cannot be had.
+
+    Only regular files are read: a fifo would block `activator check` forever, a device could
+    be endless. O_NONBLOCK makes opening a fifo return at once so that fstat can tell.
+    """
     try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise SourceError(Location(path), f"cannot read: {e.strerror}") from None
+    except ValueError:  # a NUL character in the path
+        raise SourceError(Location(repr(path)), "cannot read: the path contains a NUL character") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise SourceError(Location(path), "cannot read: it is a directory, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(Location(path), "cannot read: not a regular file")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except OSError as e:
+        raise SourceError(Location(path), f"cannot read: {e.strerror}") from None
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise SourceError(Location(path), f"file is larger than the limit of {limit} bytes")
     try:
@@ -76,10 +97,13 @@ def read_text(path: str, limit: int = MAX_FILE_BYTES) -> str:
         raise SourceError(Location(path, line), "not UTF-8 text") from None
 
 
-def load(path: str) -> Document:
-    """Parse the YAML file at `path` into a Document whose value is a mapping."""
+def load(path: str, empty_ok: bool = False) -> Document:
+    """Parse the YAML file at `path` into a Document whose value is a mapping.
+
+    With `empty_ok` (drop-ins), a file with nothing but comments is an empty mapping.
+    """
     text = read_text(path)
-    if not text.strip():
+    if not text.strip() and not empty_ok:
         raise SourceError(Location(path), "file is empty")
     loader = _Loader(text)
     try:
@@ -91,19 +115,37 @@ def load(path: str) -> Document:
         if "expected a single document" in str(e.context or ""):
             problem = "several YAML documents in one file; a unit file holds one"
         raise SourceError(Location(path, line), f"YAML: {problem}") from None
-    except yaml.YAMLError as e:  # reader errors: control characters and the like
-        raise SourceError(Location(path), f"YAML: {e}") from None
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow, such as NUL
+        line = text.count("\n", 0, e.position) + 1
+        raise SourceError(Location(path, line), f"YAML: {str(e).splitlines()[0]}") from None
+    except yaml.YAMLError as e:
+        raise SourceError(Location(path), f"YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:  # the pure-Python composer, without libyaml's depth limit
+        raise SourceError(Location(path), "YAML: values nested too deeply") from None
     finally:
         loader.dispose()
-    if node is None:
-        raise SourceError(Location(path), "file holds no YAML document")
+    if node is None or _is_empty(node):
+        if empty_ok:
+            return Document({}, path, {(): (path, 1)})
+        raise SourceError(Location(path), "the file holds no keys (an empty YAML document)")
     if not isinstance(node, yaml.MappingNode):
         kind = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"
         raise SourceError(Location(path, node.start_mark.line + 1),
                           f"expected a mapping of keys to values, found {kind}")
     doc = Document(None, path)
     doc.value = _Converter(loader, doc).convert(node, ())
+    doc.lines[()] = (path, node.start_mark.line + 1)
     return doc
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
+_COLLECTION_TAGS = ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map")
+
+
+def _is_empty(node) -> bool:
+    """A document of nothing but `---` (or `---` and comments)."""
+    return isinstance(node, yaml.ScalarNode) and node.value == "" and not node.style
 
 
 class _Converter:
@@ -120,13 +162,21 @@ class _Converter:
         if self.nodes > MAX_NODES:
             raise self.error(node, f"document has more than {MAX_NODES} values (aliases expanded)")
         if id(node) in self.active:
-            raise self.error(node, "recursive alias")
+            raise self.error(node, "recursive alias: a value contains itself")
+        if len(self.active) >= MAX_DEPTH:
+            raise self.error(node, f"values nested more than {MAX_DEPTH} levels deep")
         if isinstance(node, yaml.ScalarNode):
             self.doc.raw[path] = node.value
+            if node.tag == _STR_TAG:
+                return node.value  # most scalars: the constructor would only copy the text
             try:
                 return self.loader.construct_object(node)
             except yaml.YAMLError as e:
                 raise self.error(node, f"YAML: {getattr(e, 'problem', None) or e}") from None
+            except (ValueError, TypeError, KeyError, OverflowError):  # `!!int abc`, `!!bool maybe`
+                raise self.error(node, f"YAML: '{node.value}' cannot be read as {node.tag}") from None
+        if node.tag not in _COLLECTION_TAGS:  # tags on lists and mappings would be ignored
+            raise self.error(node, f"YAML: unsupported tag '{node.tag}'")
         self.active.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
@@ -140,20 +190,44 @@ class _Converter:
             self.active.discard(id(node))
 
     def convert_mapping(self, node, path: Path) -> dict:
-        try:
-            self.loader.flatten_mapping(node)  # YAML merge keys (<<)
-        except yaml.YAMLError as e:
-            raise self.error(node, f"YAML: {getattr(e, 'problem', None) or e}") from None
+        """Keys in file order; `<<: *base` (YAML merge keys) adds the keys not given here."""
         result: dict = {}
+        explicit: dict[str, int] = {}  # key -> line, for the keys written in this mapping
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                self.merge_into(result, explicit, value_node, path)
+                continue
             if not isinstance(key_node, yaml.ScalarNode):
                 raise self.error(key_node, "a key must be a plain word, not a list or mapping")
             key = key_node.value
-            if key in result:
-                raise self.error(key_node, f"duplicate key '{key}'")
-            self.doc.lines[path + (key,)] = (self.doc.file, key_node.start_mark.line + 1)
+            line = key_node.start_mark.line + 1
+            if key in explicit:
+                raise self.error(key_node, f"duplicate key '{key}' (first given on line {explicit[key]})")
+            explicit[key] = line
+            self.doc.lines[path + (key,)] = (self.doc.file, line)
             result[key] = self.convert(value_node, path + (key,))
         return result
+
+    def merge_into(self, result: dict, explicit: dict, value_node, path: Path) -> None:
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        for source in sources:  # the first mapping given wins
+            if not isinstance(source, yaml.MappingNode):
+                raise self.error(source, "YAML: '<<' merges a mapping or a list of mappings")
+            # Converted into tables of their own: only the keys taken may leave their lines
+            # and raw text, or `umask: 0022` could be read with a merged mapping's text.
+            lines, raw = self.doc.lines, self.doc.raw
+            self.doc.lines, self.doc.raw = {}, {}
+            try:
+                merged = self.convert(source, path)
+                taken = [k for k in merged if k not in explicit and k not in result]
+                for table, saved in ((self.doc.lines, lines), (self.doc.raw, raw)):
+                    for p, v in table.items():
+                        if len(p) > len(path) and p[len(path)] in taken:
+                            saved[p] = v
+            finally:
+                self.doc.lines, self.doc.raw = lines, raw
+            for key in taken:
+                result[key] = merged[key]
 
     def error(self, node, message: str) -> SourceError:
         return SourceError(Location(self.doc.file, node.start_mark.line + 1), message)

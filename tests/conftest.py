@@ -1,6 +1,14 @@
+import compileall
+from pathlib import Path
+
 import pytest
 
 from harness import Activator
+
+
+def pytest_sessionstart(session):
+    """Fresh bytecode for the activator processes the tests start (see scripts/setup)."""
+    compileall.compile_dir(Path(__file__).resolve().parent.parent / "activator", quiet=1)
 
 
 @pytest.fixture

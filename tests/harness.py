@@ -190,16 +190,18 @@ class Activator:
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            # Services run in sessions of their own: collect them while activator still holds
+            # them, then kill activator (unshare and, with it, the whole namespace) and them.
+            stragglers = [] if self.pid1 else descendants_of(self.proc.pid)
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # unshare and, with it, the namespace
+                os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            if not self.pid1:
-                for pid in descendants_of(self.proc.pid):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+            for pid in stragglers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.proc.wait(10)
         self.out.close()
         self.err.close()

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from harness import wait_for
 
 PY = sys.executable
@@ -94,3 +96,16 @@ def stays(predicate, seconds: float, what: str, interval: float = 0.02) -> None:
     while time.monotonic() < deadline:
         assert predicate(), what
         time.sleep(interval)
+
+
+def wait_state(a, unit: str, state: str, timeout: float = 15.0, watch: tuple = ()) -> dict:
+    """`a.wait_state`, but fails at once, with activator's output, when `unit` or one of the
+    units in `watch` has failed instead (rather than after the whole timeout)."""
+    def check(s):
+        for name in (unit, *watch):
+            u = s["units"][name]
+            if u["state"] == "failed" and (name, state) != (unit, "failed"):
+                raise AssertionError(f"unit {name} failed ({u.get('failure')}) while waiting for "
+                                     f"{unit} to be {state}:\n{a.output()}")
+        return s["units"][unit]["state"] == state
+    return a.wait_status(check, timeout, what=f"unit {unit} {state}")

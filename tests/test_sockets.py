@@ -12,7 +12,7 @@ import os
 import socket
 
 from harness import environ_of, open_fds, wait_for
-from sock_helpers import PY, inet_address, port_of, reports, request, serve, wait_reports
+from sock_helpers import inet_address, port_of, request, serve, wait_reports
 
 
 def test_listen_fds_with_names_in_declared_order_with_own_pid_and_blocking(activator, tmp_path):
@@ -181,3 +181,38 @@ def test_a_service_sees_only_0_1_2_and_its_own_sockets(activator, tmp_path):
     assert environ_of(none).get("LISTEN_FDS") is None
     assert environ_of(one)["LISTEN_FDNAMES"] == "a1:a2"
     assert environ_of(two)["LISTEN_FDNAMES"] == "b1"
+
+
+def _fd_flags(host_pid: int, fd: int) -> int:
+    """The file status flags of a descriptor of another process (/proc/PID/fdinfo)."""
+    for line in open(f"/proc/{host_pid}/fdinfo/{fd}"):
+        if line.startswith("flags:"):
+            return int(line.split()[1], 8)
+    raise ValueError(f"no flags for fd {fd} of {host_pid}")
+
+
+def test_listen_pid_and_blocking_fds_on_every_spawn_path(activator):
+    """posix_spawn with the shell step (plain), fork (user:, type: exec): each process has its
+    own pid in LISTEN_PID, its socket on fd 3 without O_NONBLOCK or O_CLOEXEC, nothing else."""
+    units = {}
+    for name, extra in (("plain", ""), ("dropped", "user: nobody"), ("execd", "type: exec")):
+        units[name] = f"""
+            exec: [sleep, infinity]
+            {extra}
+            sockets:
+              {name}: {{listen: "tcp://127.0.0.1:0"}}
+        """
+    a = activator(units)
+    for name in units:
+        a.wait_state(name, "running")
+        [pid] = a.pids(name)
+        host = a.host_pid(pid)
+        env = environ_of(host)
+        assert env["LISTEN_PID"] == str(pid), name
+        assert (env["LISTEN_FDS"], env["LISTEN_FDNAMES"]) == ("1", name)
+        fds = open_fds(host)
+        assert sorted(fds) == [0, 1, 2, 3], (name, fds)
+        assert fds[3].startswith("socket:")
+        flags = _fd_flags(host, 3)
+        assert not flags & os.O_NONBLOCK, f"{name}: fd 3 is non-blocking"
+        assert not flags & os.O_CLOEXEC, f"{name}: fd 3 is close-on-exec"

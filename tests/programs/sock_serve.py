@@ -141,8 +141,8 @@ def main() -> None:
                         pass  # the client did not wait for the answer
             else:
                 data, peer = sock.recvfrom(65536)
-                peer = list(peer) if isinstance(peer, tuple) else peer
-                sock.sendto(reply(peer, name=name, data=data.decode(errors="replace")), peer)
+                shown = list(peer) if isinstance(peer, tuple) else peer
+                sock.sendto(reply(shown, name=name, data=data.decode(errors="replace")), peer)
             served += 1
             if exit_after and served >= exit_after:
                 sys.exit(0)
