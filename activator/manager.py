@@ -201,12 +201,16 @@ class Manager:
         failures = 0
         while not self.finished:
             try:
+                changed = False
                 for _ in range(100):  # settle: starting a unit can unblock the next one
                     if not self.dirty or self.finished:
                         break
                     self.after_changes()
+                    changed = True
                 if self.finished:
                     break
+                if changed:
+                    self.publish()
                 for callback in self.loop.poll():
                     callback()
                     if self.finished:
@@ -228,12 +232,12 @@ class Manager:
         self.schedule()
         if self.reloader is not None:
             self.reloader.advance()
+
+    def publish(self) -> None:
+        """Once the changes of an iteration have settled: status.json, the outer manager."""
         self.status_writer.write()
         if self.outer is not None:
             self.outer.update(self)
-        self.check_ready()
-
-    def check_ready(self) -> None:
         if self.announced_ready or self.shutting_down:
             return
         if all(s.started or s.state is S.FAILED for s in self.services.values()):
@@ -274,12 +278,26 @@ class Manager:
             else:
                 self.shutdown(0, "stop signal received")
         if "status" in commands:
-            from activator import status
-            logmod.write_all(2, status.table(status.snapshot(self), with_usage=False).encode())
+            self.print_status()
         if "reload" in commands and not self.shutting_down:
             self.request("reload")
         if "restart" in commands and not self.shutting_down:
             self.request("restart")
+
+    def print_status(self) -> None:
+        """SIGUSR1: the table of `activator status`, CPU and memory included, on stderr. A
+        child writes it: measuring takes a moment and psutil, neither of which PID 1 should
+        spend; the child is reaped like any orphan."""
+        from activator import status
+
+        data = status.snapshot(self)
+        if os.fork() == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                status.add_usage(data)
+                logmod.write_all(2, status.table(data).encode())
+            finally:
+                os._exit(0)
 
     def request(self, command: str) -> None:
         from activator.reload import Reloader

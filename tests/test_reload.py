@@ -243,9 +243,12 @@ def test_sigusr1_writes_the_status_table_to_stderr(activator):
     a = activator({"web": "exec: [sleep, infinity]\ninstances: 2", "job": "exec: [true]\ntype: oneshot"})
     a.wait_state("web", "running")
     a.signal(signal.SIGUSR1)
-    text = wait_for(lambda: "UNIT" in a.stderr() and a.stderr(), 5, what="the table")
-    assert "web" in text and "job" in text and "exited" in text
-    assert all(len(line) <= 100 for line in text.splitlines() if not line.startswith("activator:"))
+    text = wait_for(lambda: "generation" in a.stderr() and a.stderr(), 5, what="the table")
+    table = text[text.index("UNIT"):]
+    assert "web" in table and "job" in table and "exited" in table
+    assert all(len(line) <= 100 for line in table.splitlines() if not line.startswith("activator:"))
+    rows = [line.split() for line in table.splitlines() if line.startswith("  .")]
+    assert len(rows) == 2 and all(row[5] != "-" and row[6].endswith(("K", "M")) for row in rows)  # CPU%, MEM
 
 
 def test_instances_change_scales_without_restarting_the_others(activator):
