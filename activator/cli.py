@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import time
 
 from activator import __version__
 
@@ -152,16 +150,22 @@ def parse_run_arguments(argv: list[str]) -> tuple[list[str], str, list[str] | No
 def run(argv: list[str]) -> int:
     units_dirs, log_format, command_line = parse_run_arguments(argv)
     from activator import loading
+
+    dirs, explicit = loading.directories(units_dirs, os.environ)
+    dirs = [os.path.abspath(d) for d in dirs]
+    loader = loading.start(dirs, dict(os.environ), explicit)  # reads while we import the init
+
     from activator import log as logmod
     from activator import model as modelmod
+    from activator import status as _  # noqa: F401 - imported now, in parallel with the loader
+    from activator.manager import Manager
+    from activator.sockets import BindError
 
     level = {"debug": logmod.DEBUG, "warning": logmod.WARNING, "error": logmod.ERROR}.get(
         os.environ.get("ACTIVATOR_LOG_LEVEL", "").lower(), logmod.INFO)
     log = logmod.Log(json_format=log_format == "json", level=level)
-    dirs, explicit = modelmod.directories(units_dirs, os.environ)
-    dirs = [os.path.abspath(d) for d in dirs]
     try:
-        model = loading.load(dirs, dict(os.environ), explicit)
+        model = loading.wait(*loader)
         if command_line:
             model = modelmod.with_command(model, command_line, os.getcwd())
     except modelmod.UnitsError as e:
@@ -172,9 +176,6 @@ def run(argv: list[str]) -> int:
     except loading.LoadFailed as e:
         log.error(f"{e}: nothing started")
         return 1
-
-    from activator.manager import Manager
-    from activator.sockets import BindError
 
     os.chdir("/")  # services start where their unit says; activator holds no directory busy
     manager = Manager(model, log, runtime_dir())
@@ -198,6 +199,9 @@ def run(argv: list[str]) -> int:
 
 
 def reload(args) -> int:
+    import signal
+    import time
+
     from activator import status
 
     directory = runtime_dir()

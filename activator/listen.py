@@ -12,7 +12,7 @@ value.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from activator.record import Record
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\Z")
 _DIGITS = re.compile(r"[0-9]+\Z")  # ASCII only: str.isdigit() also accepts '²' and '٣'
@@ -26,8 +26,7 @@ class ListenError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class Listen:
+class Listen(Record):
     kind: str  # "tcp", "udp", "unix", "fifo" or "inherit"
     host: str = ""  # for tcp/udp; "" means every interface, dual-stack (a bare port)
     port: int = 0

@@ -42,6 +42,7 @@ from activator.sockets import BindError, BoundSocket, bind, inherited_sockets
 from activator.model import Model, Unit
 
 FDSTORE_MAX = 64
+ACCEPT_BATCH = 16
 SHUTDOWN_REAP_SECONDS = 5.0
 
 
@@ -143,6 +144,8 @@ class Manager:
                                     "time": None, "generation": 1}
         self.status_writer = None
         self.command: list[str] | None = None  # `-- CMD`, kept across reloads
+        # Only as PID 1 is the namespace's next pid ours to predict (spawn.py, step 2).
+        self.pid_guess = spawn.PidGuess() if self.is_pid1 else None
         self.explicit_dirs = True
 
     # ------------------------------------------------------------------ boot
@@ -654,7 +657,7 @@ class Manager:
                     r, w = os.pipe2(os.O_CLOEXEC)
                     pipes.append((r, w, stream))
                 launch.stdout, launch.stderr = pipes[0][1], pipes[1][1]
-            pid = spawn.spawn(launch)
+            pid = spawn.spawn(launch, self.pid_guess)
         except (spawn.SpawnError, activation.ProgramMissing) as e:
             for r, w, _ in pipes:
                 os.close(r)
@@ -721,11 +724,17 @@ class Manager:
     # ------------------------------------------------------------------ accept
 
     def accept(self, service: Service, bound: BoundSocket) -> None:
-        """inetd style: one process per connection, at most max_connections at once."""
+        """inetd style: one process per connection, at most max_connections at once.
+
+        Reaping first keeps finished connections from counting against the limit; taking at
+        most ACCEPT_BATCH per wake-up lets signals and other work in between a busy backlog."""
+        self.reap()
         limit = bound.spec.max_connections
-        while len(service.connections) < limit:
+        for _ in range(ACCEPT_BATCH):
+            if len(service.connections) >= limit:
+                break
             try:
-                fd, address = bound.obj._accept()
+                connection, address = bound.obj.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
@@ -733,10 +742,10 @@ class Manager:
                     self.log.warning(f"cannot accept: {e.strerror}", unit=service.name)
                     return
                 continue  # ECONNABORTED and the like: that connection is gone
-            try:
-                self.spawn_connection(service, fd, address)
-            finally:
-                os.close(fd)
+            with connection:  # the service has its own copy once started
+                self.spawn_connection(service, connection.fileno(), address)
+        else:
+            return  # a full batch: epoll brings us back for the rest
         self.loop.remove_reader(bound.fd)  # full: the rest wait in the backlog
 
     def spawn_connection(self, service: Service, fd: int, address) -> None:

@@ -1,4 +1,4 @@
-"""The model of a stack: frozen dataclasses for units, sockets and where they came from.
+"""The model of a stack: immutable records of units, sockets and where they came from.
 
 This is what the rest of activator works with. It is kept apart from the loader (units.py),
 which needs YAML and every validator: PID 1 loads unit files in a short-lived child process
@@ -24,7 +24,6 @@ import os
 import signal
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 
 try:  # the built-in BLAKE2: hashlib would load OpenSSL, 3.7 MiB resident in PID 1 for one hash
@@ -34,14 +33,13 @@ except ImportError:  # pragma: no cover - a Python built without it
 
 from activator import templates
 from activator.listen import Listen
+from activator.record import Record
 from activator.templates import Template
 
 INFINITY = float("inf")
-DEFAULT_DIRECTORY = "/etc/activator/units"
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(Record):
     file: str
     line: int = 0  # 1-based; 0 when the problem concerns the whole file
 
@@ -51,8 +49,7 @@ class Location:
 
 # --------------------------------------------------------------------------- problems
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(Record):
     location: Location
     unit: str | None
     message: str
@@ -82,8 +79,7 @@ class UnitsError(Exception):
 
 # --------------------------------------------------------------------------- the model
 
-@dataclass(frozen=True)
-class Credentials:
+class Credentials(Record):
     uid: int
     gid: int
     groups: tuple[int, ...]
@@ -91,8 +87,7 @@ class Credentials:
     home: str | None = None
 
 
-@dataclass(frozen=True)
-class Socket:
+class Socket(Record):
     name: str  # in LISTEN_FDNAMES and in templates; global
     key: str  # the key under `sockets:` in the unit file
     unit: str
@@ -107,7 +102,8 @@ class Socket:
     gid: int | None = None
     accept: bool = False
     max_connections: int = 64
-    where: Location = field(default=Location(""), compare=False)
+    where: Location = Location("")
+    _not_compared = ("where",)  # where it was written is not what it is
 
     @property
     def bind_key(self) -> tuple:
@@ -121,8 +117,7 @@ class Socket:
             "max_connections")} | {"bind": self.bind_key})
 
 
-@dataclass(frozen=True)
-class Unit:
+class Unit(Record):
     name: str
     exec: tuple[Template, ...]
     description: str = ""
@@ -175,7 +170,7 @@ class Unit:
 
     def _fields(self) -> dict:
         """What the unit means, in a form where order that means nothing is normalized away."""
-        fields = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("files",)}
+        fields = {k: getattr(self, k) for k in self._record_fields if k not in ("files",)}
         fields["exec"] = [str(t) for t in self.exec]
         fields["environment"] = sorted((k, str(t)) for k, t in self.environment)
         fields["file_environment"] = sorted(self.file_environment)
@@ -195,8 +190,7 @@ MANAGER_KEYS = (
 )
 
 
-@dataclass(frozen=True)
-class Model:
+class Model(Record):
     units: Mapping[str, Unit]
     layers: tuple[tuple[str, ...], ...]  # start order: each layer only needs earlier ones
     warnings: tuple[Problem, ...] = ()
@@ -349,12 +343,3 @@ def with_main(model: Model, main: Unit) -> Model:
     units = dict(model.units, main=main)
     first = (*model.layers[0], "main") if model.layers else ("main",)
     return Model(MappingProxyType(units), (first, *model.layers[1:]), model.warnings, model.directories)
-
-
-def directories(given: list[str] | None, environ: Mapping[str, str]) -> tuple[list[str], bool]:
-    """The units directories in override order, and whether they were named explicitly."""
-    if given:
-        return list(given), True
-    if environ.get("ACTIVATOR_UNITS"):
-        return [d for d in environ["ACTIVATOR_UNITS"].split(":") if d], True
-    return [DEFAULT_DIRECTORY], False

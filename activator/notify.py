@@ -31,7 +31,6 @@ import os
 import re
 import socket
 import struct
-from dataclasses import dataclass, field
 
 BUFFER = 4096  # systemd's NOTIFY_BUFFER_MAX: PIPE_BUF
 MAX_FDS = 768  # systemd's NOTIFY_FD_MAX
@@ -39,13 +38,15 @@ _UCRED = struct.Struct("iII")
 _ANCILLARY = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(4 * MAX_FDS)
 
 
-@dataclass
 class Message:
-    pid: int
-    uid: int
-    gid: int
-    fields: dict[str, str]
-    fds: list[int] = field(default_factory=list)
+    """One notification: the sender's credentials, its assignments, the descriptors it sent."""
+
+    def __init__(self, pid: int, uid: int, gid: int, fields: dict[str, str], fds: list[int] | None = None):
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+        self.fields = fields
+        self.fds = fds if fds is not None else []
 
     def close_fds(self) -> None:
         for fd in self.fds:

@@ -1,4 +1,4 @@
-"""Starting a service process: one fixed child setup, three ways to get there.
+"""Starting a service process: one fixed child setup, several ways to get there.
 
 What every process gets, however it is started: a new session (so its own process group),
 every signal disposition at its default and an empty signal mask, fds 0-2 as asked, the
@@ -7,18 +7,24 @@ close-on-exec), its environment, working directory, umask and credentials.
 
 How, measured on a 2-core VM with activator at ~15 MiB: `os.fork()` from Python costs about
 1 ms of activator's time per process (page tables copied, then copy-on-write faults), while
-`os.posix_spawn` (glibc's vfork-style clone) costs about 0.4 ms; that difference decides how
-many connections per second an `accept` unit can take. So:
+`os.posix_spawn` (glibc's vfork-style clone) costs about 0.4 ms, and every exec about 0.6 ms
+of the child's; that decides how many connections per second an `accept` unit can take. So:
 
 1. `posix_spawn` straight into the program whenever it can express the setup. Working
    directory and umask are set in activator around the call (we are single-threaded and
-   posix_spawn returns only once the child has exec'd).
-2. A service must see its own pid in LISTEN_PID (and WATCHDOG_PID), which nobody knows
-   before the process exists. Then posix_spawn runs `/bin/sh -c 'LISTEN_PID=$$ …; exec "$0"
-   "$@"'`: the shell's pid becomes the program's pid with the exec. The program is found (and
-   checked executable) by activator first, so a missing program is reported with its errno
-   just as in 1.
-3. `os.fork()` with the setup written out in Python when neither fits: `user`/`group`
+   posix_spawn returns only once the child has exec'd, or failed to).
+2. A service must see its own pid in LISTEN_PID (and WATCHDOG_PID), which nobody knows before
+   the process exists. As PID 1 of its namespace activator knows it all the same, nearly
+   always: the kernel hands out the pid after the last one given (`ns_last_pid`), and in a
+   container activator is the one starting processes. So it reads that pid, writes the next
+   one into the environment, spawns as in 1, and checks. A wrong guess (another process of
+   the container forked in between) is killed before it can have run a line of its own, the
+   reaper collects it, and the next step starts the service instead.
+3. The sure way for pid variables: posix_spawn runs `/bin/sh -c 'LISTEN_PID=$$ …; exec "$0"
+   "$@"'`, and the shell's pid becomes the program's with the exec. It costs one more exec.
+   The program is found (and checked executable) by activator first, so a missing program is
+   reported with its errno just as in 1.
+4. `os.fork()` with the setup written out in Python when nothing else fits: `user`/`group`
    (posix_spawn cannot change credentials), `type: exec` with pid variables (the shell step
    would hide whether the program's own exec succeeded), or no /bin/sh in the image.
 """
@@ -28,7 +34,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from dataclasses import dataclass, field
 
 from activator.model import Credentials
 
@@ -49,33 +54,66 @@ class SpawnError(Exception):
         return 127 if self.errno == errno.ENOENT else 126
 
 
-@dataclass
 class Launch:
-    program: str  # the resolved path; activator's own working directory is always /
-    argv: list[str]
-    env: dict[str, str]
-    fds: list[int] = field(default_factory=list)  # become 3, 4, …
-    stdin: int | None = None  # fds to place on 0, 1, 2; None keeps activator's
-    stdout: int | None = None
-    stderr: int | None = None
-    cwd: str = "/"
-    umask: int | None = None
-    credentials: Credentials | None = None
-    pid_variables: tuple[str, ...] = ()  # set to the process's own pid
-    confirm_exec: bool = False  # the caller needs the program's own exec confirmed
+    """Everything about one process to start (activation.prepare builds it)."""
+
+    def __init__(self, program: str, argv: list[str], env: dict[str, str], fds: list[int] = (),
+                 cwd: str = "/", umask: int | None = None, credentials: Credentials | None = None,
+                 pid_variables: tuple[str, ...] = (), confirm_exec: bool = False):
+        self.program = program  # the resolved path; activator's own working directory is always /
+        self.argv = argv
+        self.env = env
+        self.fds = list(fds)  # become 3, 4, …
+        self.stdin: int | None = None  # fds to place on 0, 1, 2; None keeps activator's
+        self.stdout: int | None = None
+        self.stderr: int | None = None
+        self.cwd = cwd
+        self.umask = umask
+        self.credentials = credentials
+        self.pid_variables = pid_variables  # set to the process's own pid
+        self.confirm_exec = confirm_exec  # the caller needs the program's own exec confirmed
 
 
-def spawn(launch: Launch) -> int:
+class PidGuess:
+    """The pid the kernel will give the next new process of our PID namespace (step 2)."""
+
+    def __init__(self):
+        try:
+            self.fd = os.open("/proc/sys/kernel/ns_last_pid", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self.fd = -1
+
+    def next(self) -> int | None:
+        if self.fd < 0:
+            return None
+        try:
+            return int(os.pread(self.fd, 32, 0)) + 1
+        except (OSError, ValueError):
+            return None
+
+
+def spawn(launch: Launch, guess: PidGuess | None = None) -> int:
     """Start the process; its pid, or SpawnError if the program could not be executed."""
-    shell_ok = os.access(SHELL, os.X_OK)
-    if launch.credentials is not None or (launch.pid_variables and (launch.confirm_exec or not shell_ok)):
+    if launch.credentials is not None:
         return _fork(launch)
-    return _posix_spawn(launch)
+    if not launch.pid_variables:
+        return _posix_spawn(launch, launch.env, shell=False)
+    expected = guess.next() if guess is not None else None
+    if expected is not None:
+        env = dict(launch.env)
+        env.update((name, str(expected)) for name in launch.pid_variables)
+        pid = _posix_spawn(launch, env, shell=False)
+        if pid == expected:
+            return pid
+        os.kill(pid, signal.SIGKILL)  # it holds another pid's LISTEN_PID; the reaper collects it
+    if launch.confirm_exec or not os.access(SHELL, os.X_OK):
+        return _fork(launch)
+    return _posix_spawn(launch, launch.env, shell=True)
 
 
-def _posix_spawn(launch: Launch) -> int:
+def _posix_spawn(launch: Launch, env: dict[str, str], shell: bool) -> int:
     path, argv = launch.program, launch.argv
-    if launch.pid_variables:
+    if shell:
         assignments = " ".join(f"{name}=$$" for name in launch.pid_variables)
         script = f'{assignments}; export {" ".join(launch.pid_variables)}; exec "$0" "$@"'
         path, argv = SHELL, ["sh", "-c", script, launch.program, *launch.argv[1:]]
@@ -102,7 +140,7 @@ def _posix_spawn(launch: Launch) -> int:
         raise SpawnError(launch.argv[0], e.errno, f"working directory {launch.cwd}: {e.strerror}") from None
     old_umask = os.umask(launch.umask) if launch.umask is not None else None
     try:
-        return os.posix_spawn(path, argv, launch.env, file_actions=actions, setsid=True,
+        return os.posix_spawn(path, argv, env, file_actions=actions, setsid=True,
                               setsigmask=(), setsigdef=_DEFAULTABLE)
     except OSError as e:
         raise SpawnError(launch.argv[0], e.errno or errno.EIO, e.strerror) from None

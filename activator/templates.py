@@ -10,7 +10,7 @@ sees (3 + the socket's position), never activator's own.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from activator.record import Record
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -19,8 +19,7 @@ class TemplateError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class Ref:
+class Ref(Record):
     kind: str  # "socket", "instance" or "env"
     name: str = ""
 
@@ -29,13 +28,13 @@ class Ref:
                 "env": f"$(env.{self.name})"}[self.kind]
 
 
-@dataclass(frozen=True)
-class Template:
+class Template(Record):
     parts: tuple  # str and Ref, in order
 
-    def __post_init__(self):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         # Asked for by every check of every unit: computed once, kept beside the fields.
-        object.__setattr__(self, "refs", tuple([p for p in self.parts if type(p) is Ref]))
+        self.__dict__["refs"] = tuple([p for p in self.parts if type(p) is Ref])
 
     def expand(self, socket_fds: dict, instance: int, environ) -> str:
         out = []

@@ -17,7 +17,6 @@ import re
 import shlex
 import signal
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from activator import envfile, templates, yamlsource
@@ -25,7 +24,8 @@ from activator.listen import ListenError
 from activator.listen import parse as parse_listen
 from activator.model import (  # noqa: F401 - the model's names are the loader's API too
     INFINITY, MANAGER_KEYS, Credentials, Location, Model, Problem, Socket, Unit, UnitsError,
-    DEFAULT_DIRECTORY, command_unit, directories, find_program, may_enter, service_path, user_label, with_command, with_main)
+    command_unit, find_program, may_enter, service_path, user_label, with_command, with_main)
+from activator.loading import DEFAULT_DIRECTORY, directories  # noqa: F401 - API as well
 from activator.templates import Template, TemplateError
 from activator.yamlsource import SourceError
 
@@ -308,11 +308,11 @@ _DEFAULTS = {id(table): {key: default for key, (converter, default) in table.ite
 
 # --------------------------------------------------------------------------- discovery
 
-@dataclass
 class _Found:
-    units: dict[str, str] = field(default_factory=dict)  # name -> file
-    dropins: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {basename: file}
-    problems: list[Problem] = field(default_factory=list)
+    def __init__(self):
+        self.units: dict[str, str] = {}  # name -> file
+        self.dropins: dict[str, dict[str, str]] = {}  # name -> {basename: file}
+        self.problems: list[Problem] = []
 
 
 def _discover(dirs: list[str], explicit: bool) -> _Found:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
 
 import yaml
 
@@ -41,14 +40,14 @@ class SourceError(Exception):
         self.message = message
 
 
-@dataclass
 class Document:
     """A parsed file: `value` plus the location and source text of every path into it."""
 
-    value: object
-    file: str
-    lines: dict = field(default_factory=dict)  # path -> line of the key or item
-    raw: dict = field(default_factory=dict)  # path -> scalar text as written
+    def __init__(self, value: object, file: str):
+        self.value = value
+        self.file = file
+        self.lines: dict = {}  # path -> line of the key or item
+        self.raw: dict = {}  # path -> scalar text as written
 
     def where(self, path: Path) -> Location:
         """The location of `path`, or of its nearest ancestor that has one."""
@@ -126,7 +125,9 @@ def load(path: str, empty_ok: bool = False) -> Document:
         loader.dispose()
     if node is None or _is_empty(node):
         if empty_ok:
-            return Document({}, path, {(): (path, 1)})
+            doc = Document({}, path)
+            doc.lines[()] = (path, 1)
+            return doc
         raise SourceError(Location(path), "the file holds no keys (an empty YAML document)")
     if not isinstance(node, yaml.MappingNode):
         kind = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"

@@ -147,7 +147,7 @@ def test_a_oneshot_that_requires_waits_and_dependents_start_after_it(activator, 
             exec: [sh, -c, "echo side-start >> {log}; exec sleep infinity"]
         """})
     a.wait_state("web", "running")
-    events = lines(log)
+    events = wait_for(lambda: "web-start" in lines(log) and lines(log), 5, what="web's first line")
     assert events.index("migrate-done") < events.index("web-start")
     assert events.index("side-start") < events.index("migrate-done")  # independent: in parallel
     assert a.status()["units"]["migrate"]["state"] == "exited"

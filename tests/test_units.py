@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import pytest
 
-from activator import model as model_module
+from activator import loading
 from activator import units
 from unitfiles import Stack, only_unit
 
@@ -57,7 +56,7 @@ def test_a_directory_in_activator_units_that_is_missing_is_an_error(stack):
 
 
 def test_the_default_directory_may_be_missing(stack, monkeypatch):
-    monkeypatch.setattr(model_module, "DEFAULT_DIRECTORY", str(stack.root / "etc-activator-units"))
+    monkeypatch.setattr(loading, "DEFAULT_DIRECTORY", str(stack.root / "etc-activator-units"))
     dirs, explicit = units.directories(None, {})
     assert (dirs, explicit) == ([str(stack.root / "etc-activator-units")], False)
     model = units.load(None, {})
@@ -523,13 +522,13 @@ def test_the_model_is_frozen(stack):
     stack.unit("web", "sockets:\n  http: 8000\n")
     model = stack.load()
     web = model.units["web"]
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         model.layers = ()
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         web.instances = 3
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         web.sockets[0].backlog = 1
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         web.sockets[0].listen.port = 1
     with pytest.raises(TypeError):
         model.units["other"] = web
@@ -600,7 +599,7 @@ def test_fingerprint_of_exec_as_string_or_list_is_the_same(stack):
     a, b = model.units["a"], model.units["b"]
     assert [str(t) for t in a.exec] == ["sh", "-c", "echo $$HOME; exit 0", "$$x"]
     assert a.exec == b.exec
-    assert dataclasses.replace(a, name="b", files=b.files).fingerprint == b.fingerprint
+    assert a.replace(name="b", files=b.files).fingerprint == b.fingerprint
 
 
 @pytest.mark.parametrize("change", [
