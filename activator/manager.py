@@ -474,8 +474,7 @@ class Manager:
         if self.shutting_down or service.stopping or self.services.get(service.name) is not service:
             return
         with self.guard(service):
-            slot.restarts += 1
-            self.start_slot(slot)
+            self.start_slot(slot, restart=True)
 
     def unit_done(self, service: Service, success: bool, status: int) -> None:
         """A slot ended for good; apply success_action/failure_action and requires."""
@@ -600,13 +599,16 @@ class Manager:
         if all(slot.state is S.EXITED and not list(slot.processes()) for slot in service.slots):
             self.watch_sockets(service)
 
-    def start_slot(self, slot: Slot, candidate_unit: Unit | None = None) -> Process | None:
+    def start_slot(self, slot: Slot, candidate_unit: Unit | None = None,
+                   restart: bool = False) -> Process | None:
         """Start the process of `slot` (or, with `candidate_unit`, its replacement)."""
         service = slot.service
         unit = candidate_unit or slot.unit
         if candidate_unit is None:
             if not self.start_allowed(slot):
                 return None
+            if restart:
+                slot.restarts += 1
             slot.enter(S.STARTING)
         proc = self.launch(service, unit, slot, slot.number)
         if proc is None:

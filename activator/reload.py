@@ -67,6 +67,7 @@ class Reloader:
         self.removing: set[str] = set()
         self.adding: set[str] = set()
         self.errors: list[str] = []
+        self.renamed: dict[str, str] = {}  # new socket name -> old name of the same open socket
         self.finished = False
         self.loader_fd = -1  # while the unit files are being read in a child process
 
@@ -148,19 +149,26 @@ class Reloader:
                 and not service.unit.accepts and not service.waiting
                 and any(slot.proc is not None for slot in service.slots))
 
-    def refuse(self, errors: list[str]) -> None:
+    def refuse(self, errors: list[str], why: str | None = None) -> None:
         m = self.manager
-        m.log.error(f"reload refused: {len(errors)} error{'s' * (len(errors) != 1)} in the unit files; "
-                    "nothing changed")
+        why = why or f"{len(errors)} error{'s' * (len(errors) != 1)} in the unit files"
+        m.log.error(f"reload refused: {why}; nothing changed")
         self.errors = errors
         self.finish("refused")
 
     def bind_new_sockets(self, model: model_.Model) -> dict | None:
-        """Bind what the new model needs that is not open yet; None if anything fails."""
+        """Bind what the new model needs that is not open yet; None if anything fails.
+
+        A socket that only changed its name (its key or `name:`) keeps the open socket: it is
+        the same address, which could not be bound twice anyway."""
         m = self.manager
         fresh = {}
+        renamable = {s.spec.bind_key: n for n, s in m.sockets.items() if n not in model.sockets}
         for name, spec in model.sockets.items():
             old = m.sockets.get(name)
+            if old is None and spec.bind_key in renamable:
+                self.renamed[name] = renamable.pop(spec.bind_key)
+                continue
             if old is not None and old.spec.bind_key == spec.bind_key:
                 continue
             if old is not None and old.spec.listen == spec.listen:
@@ -171,7 +179,7 @@ class Reloader:
                 m.log.error(str(e))
                 for sock in fresh.values():
                     sock.close()
-                self.refuse([str(e)])
+                self.refuse([str(e)], "a socket cannot be bound")
                 return None
         return fresh
 
@@ -183,11 +191,20 @@ class Reloader:
         m.model = model
         m.generation += 1
 
-        # Sockets: new ones in; changed options adjusted; rebinding noted.
+        # Sockets: renamed ones moved, new ones in, changed options adjusted, rebinding noted.
+        for name, old_name in self.renamed.items():
+            sock = m.sockets.pop(old_name)
+            m.loop.remove_reader(sock.fd)  # its unit watches it again under the new name
+            m.sockets[name] = sock
+            m.log.info(f"socket {old_name} is now named {name}")
         retired_sockets = []
         for name, spec in model.sockets.items():
             old = m.sockets.get(name)
-            if name in fresh:
+            if name in self.renamed:
+                if old.spec.fingerprint != spec.fingerprint:
+                    old.adjust(spec)
+                old.spec = spec
+            elif name in fresh:
                 if old is not None:
                     retired_sockets.append(old)
                 m.sockets[name] = fresh[name]
@@ -213,7 +230,9 @@ class Reloader:
                 continue
             old = service.unit
             dependency_failed = bool(service.failed and service.failed.startswith("required unit"))
-            if old.process_fingerprint != unit.process_fingerprint or name in self.rebinding:
+            gave_up = any(slot.state is S.FAILED and slot.proc is None for slot in service.slots)
+            if old.process_fingerprint != unit.process_fingerprint or name in self.rebinding or (
+                    gave_up and old.fingerprint != unit.fingerprint):
                 m.log.info("changed: restarting", unit=name)
                 self.replace(service, unit)
             elif old.fingerprint != unit.fingerprint:

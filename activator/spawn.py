@@ -18,7 +18,8 @@ of the child's; that decides how many connections per second an `accept` unit ca
    always: the kernel hands out the pid after the last one given (`ns_last_pid`), and in a
    container activator is the one starting processes. So it reads that pid, writes the next
    one into the environment, spawns as in 1, and checks. A wrong guess (another process of
-   the container forked in between) is killed before it can have run a line of its own, the
+   the container forked in between) is killed at once: microseconds after its exec, while the
+   program is still being loaded, so in practice before it ran any code of its own. The
    reaper collects it, and the next step starts the service instead.
 3. The sure way for pid variables: posix_spawn runs `/bin/sh -c 'LISTEN_PID=$$ …; exec "$0"
    "$@"'`, and the shell's pid becomes the program's with the exec. It costs one more exec.

@@ -10,7 +10,7 @@ old one, so a reader sees one whole version or the next. Its schema is SPEC §6'
                                      "exit_status", "status", "errno"}],
                       "connections" (accept units: processes running now),
                       "sockets": [{"name", "listen", "fd"}]}},
-     "reload": {"requested", "completed", "outcome", "errors", "time"}}
+     "reload": {"requested", "completed", "outcome", "errors", "time", "generation"}}
 
 `activator status` reads it and adds CPU and memory per instance (the instance's process
 and its descendants, from psutil, which only this command imports).

@@ -395,3 +395,36 @@ def test_reload_command_reports_the_outcome(activator):
     result = run_cli(a, "reload")
     assert result.returncode == 1
     assert "three.yaml:2: unit three: type:" in result.stderr
+
+
+def test_renaming_a_socket_keeps_the_open_socket(activator):
+    port = free_port()
+    a = activator({"web": web_unit(port, "v1", instances=2)})
+    a.wait_state("web", "running")
+    renamed = web_unit(port, "v1", instances=2).replace("http: {listen", "www: {listen")
+    write_units(a.units_dir, {"web": renamed})
+    with ClientLoop(port) as client:
+        record = reload_and_wait(a)
+    assert record["outcome"] == "applied", record
+    assert client.failures == []
+    assert a.status()["units"]["web"]["sockets"][0]["name"] == "www"
+    assert get(port).split()[1] == "v1"
+
+
+def test_a_reload_that_changes_a_unit_which_gave_up_starts_it_again(activator, tmp_path):
+    count = tmp_path / "count"
+    a = activator({"crash": f"""
+        exec: [sh, -c, "echo x >> {count}; exit 1"]
+        restart_sec: 0.05
+        start_limit_burst: 2
+    """})
+    a.wait_state("crash", "failed")
+    assert len(count.read_text().split()) == 2
+    write_units(a.units_dir, {"crash": f"""
+        exec: [sh, -c, "echo x >> {count}; exit 1"]
+        restart_sec: 0.05
+        start_limit_burst: 3
+    """})  # a key applied in place: still a change to a unit that gave up
+    assert reload_and_wait(a)["outcome"] == "applied"
+    wait_for(lambda: len(count.read_text().split()) == 5, 10, what="three more starts")
+    a.wait_state("crash", "failed")

@@ -61,6 +61,7 @@ def test_start_limit_makes_the_unit_failed(activator, tmp_path):
     data = a.wait_state("crash", "failed")
     assert len(lines(times)) == 3
     assert "start limit" in data["units"]["crash"]["failure"]
+    assert data["units"]["crash"]["instances"][0]["restarts"] == 2  # the refused start is none
     assert "giving up" in a.output()
 
 
