@@ -496,12 +496,8 @@ class Manager:
             service.failed = f"required unit {failed.name} failed"
             self.log.warning(f"stopping: {service.failed}", unit=service.name)
             service.pending = False
+            self.stop_slots(service.slots)
             for slot in service.slots:
-                if slot.timer:
-                    slot.timer.cancel()
-                    slot.timer = None
-                for proc in list(slot.processes()):
-                    self.stop_process(proc, "stop")
                 if slot.proc is None and slot.state is not S.FAILED:
                     slot.enter(S.FAILED)
             self.unwatch_sockets(service)
@@ -814,20 +810,27 @@ class Manager:
         elif not proc.exited or proc.draining:
             proc.timers["kill"] = self.loop.call_later(0.5, lambda: self.recheck(proc))
 
+    def stop_slots(self, slots: list[Slot], reason: str = "stop") -> None:
+        """Cancel the pending restarts of these slots and stop all their processes."""
+        for slot in slots:
+            if slot.timer:
+                slot.timer.cancel()
+                slot.timer = None
+            for proc in list(slot.processes()):
+                if not proc.exited or proc.draining:
+                    self.stop_process(proc, reason)
+
     def stop_service(self, service: Service) -> None:
         """Stop every process of `service` for good (shutdown, removal)."""
         service.stopping = True
         service.pending = False
         self.unwatch_sockets(service)
+        self.stop_slots([*service.slots, *service.leaving])
         for slot in service.slots:
-            if slot.timer:
-                slot.timer.cancel()
-                slot.timer = None
             if slot.proc is None and slot.state in (S.RESTARTING, S.STARTING, S.WAITING):
                 slot.enter(S.EXITED)
-        for proc in list(service.processes()):
-            if not proc.exited or proc.draining:
-                self.stop_process(proc, "stop")
+        for proc in list(service.connections.values()):
+            self.stop_process(proc, "stop")
         service.changed()
 
     def maybe_done(self, service: Service) -> None:

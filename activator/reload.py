@@ -283,7 +283,7 @@ class Reloader:
         service.failed = None
         service.pending = True
         for slot in service.slots:
-            slot.state = S.STARTING
+            slot.enter(S.STARTING)
             slot.starts.clear()
         self.adding.add(service.name)
 
@@ -308,16 +308,11 @@ class Reloader:
                 if not service.pending and not service.waiting and not service.failed:
                     m.start_slot(slot)
                 elif service.waiting:
-                    slot.state = S.WAITING
+                    slot.enter(S.WAITING)
             self.restarting.add(service.name)
         elif unit.instances < old_count:
-            for slot in service.slots[unit.instances:]:
-                if slot.timer:
-                    slot.timer.cancel()
-                    slot.timer = None
-                service.leaving.append(slot)
-                for proc in list(slot.processes()):
-                    m.stop_process(proc, "stop")
+            service.leaving.extend(service.slots[unit.instances:])
+            m.stop_slots(service.slots[unit.instances:])
             del service.slots[unit.instances:]
         service.changed()
 
@@ -373,7 +368,7 @@ class Reloader:
             slot.starts.clear()
             slot.failures = 0
             if slot.proc is None:
-                slot.state = S.STARTING
+                slot.enter(S.STARTING)  # again waiting to start
         self.scale(service, unit, old_count)
 
     def restart_slot(self, slot: Slot, unit: model_.Unit) -> None:
@@ -396,13 +391,7 @@ class Reloader:
         service.rebind_pending = True
         for slot in service.slots:
             slot.unit = unit
-            if slot.timer:
-                slot.timer.cancel()
-                slot.timer = None
-            for proc in list(slot.processes()):
-                m.stop_process(proc, "stop")
-            if slot.proc is None and slot.state is not S.STOPPING:
-                slot.state = S.STOPPING
+        m.stop_slots(service.slots)
 
     def finish_rebind(self, service: Service) -> None:
         m = self.manager
@@ -422,7 +411,6 @@ class Reloader:
                 service.changed()
                 return
         for slot in service.slots:
-            slot.state = S.EXITED
             slot.starts.clear()
             m.start_slot(slot)
 
