@@ -79,13 +79,14 @@ def check(args) -> int:
     try:
         model = units.load(dirs, os.environ, explicit)
     except units.UnitsError as e:
+        # The report is the command's output (stdout, as linters do); stderr is for misuse.
         for problem in e.problems:
-            print(problem, file=sys.stderr)
+            print(problem)
         errors = len(e.errors)
-        print(f"{errors} error{'s' * (errors != 1)}", file=sys.stderr)
+        print(f"{errors} error{'s' * (errors != 1)}")
         return 1
     for warning in model.warnings:
-        print(warning, file=sys.stderr)
+        print(warning)
     print(f"ok: {model.summary()} in {':'.join(dirs)}")
     return 0
 
