@@ -1,11 +1,12 @@
 """Run every benchmark with its defaults and print their tables (`make bench`).
 
-    .venv/bin/python bench/run.py [--rounds N] [--only pid1,sockets,load_units]
+    .venv/bin/python bench/run.py [--rounds N] [--only pid1,sockets,reload,load_units]
 
 Installs the peers first (bench/setup, idempotent). The tables go to stdout and, with the
 machine's description and every raw measurement, to bench/results/DATE/ (not committed).
-Progress goes to stderr. `--rounds N` is passed to pid1.py and sockets.py: more rounds,
-steadier medians, longer runs (load_units.py, maintained separately, runs with its defaults).
+Progress goes to stderr. `--rounds N` is passed to pid1.py, sockets.py and reload.py: more
+rounds, steadier medians, longer runs (load_units.py, maintained separately, runs with its
+defaults).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-BENCHMARKS = ["pid1", "sockets", "load_units"]  # load_units.py is maintained separately
+BENCHMARKS = ["pid1", "sockets", "reload", "load_units"]  # load_units.py is maintained separately
 
 
 def machine() -> str:
