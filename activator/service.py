@@ -224,10 +224,12 @@ def should_restart(policy: str, status: int, result: str | None) -> bool:
 
 
 def backoff(unit: Unit, failures: int) -> float:
-    """restart_sec, doubling with each consecutive failure, capped at restart_max_sec."""
+    """restart_sec, doubling with each consecutive failure, capped at restart_max_sec (a
+    restart_sec above that cap is used as it is, every time)."""
     if failures <= 1:
         return unit.restart_sec
-    return min(unit.restart_sec * 2 ** min(failures - 1, 64), unit.restart_max_sec)
+    cap = max(unit.restart_max_sec, unit.restart_sec)
+    return min(unit.restart_sec * 2 ** min(failures - 1, 64), cap)
 
 
 def overall_state(states: list[State]) -> State:

@@ -533,14 +533,6 @@ class _UnitReader:
         if values["start"] == "on-demand" and not doc.get("sockets"):
             self.error(("start",), "start: on-demand needs at least one socket to wait on")
 
-        if values["restart_max_sec"] < values["restart_sec"]:
-            if "restart_max_sec" in doc:
-                self.error(("restart_max_sec",), f"restart_max_sec: {values['restart_max_sec']:g}s is "
-                           f"below restart_sec ({values['restart_sec']:g}s)")
-            else:
-                self.error(("restart_sec",), f"restart_sec: {values['restart_sec']:g}s is above "
-                           f"restart_max_sec ({values['restart_max_sec']:g}s by default); raise "
-                           "restart_max_sec too")
         self.check_dependencies(values, known_units)
 
         if exec_templates is None:

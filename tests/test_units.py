@@ -8,6 +8,7 @@ import pytest
 
 from activator import loading
 from activator import units
+from activator.service import backoff
 from unitfiles import Stack, only_unit
 
 
@@ -457,15 +458,16 @@ def test_on_demand_needs_a_socket(stack):
     assert stack.error() == "units/web.yaml:2: unit web: start: on-demand needs at least one socket to wait on"
 
 
-def test_restart_max_sec_below_restart_sec_is_an_error(stack):
+def test_restart_sec_above_restart_max_sec_is_accepted(stack):
+    """SPEC: restart_sec is the first delay, doubling up to restart_max_sec; a first delay
+    above the cap is no contradiction: every delay is then restart_sec."""
     stack.unit("a", "restart_sec: 5\nrestart_max_sec: 1\n")
     stack.unit("b", "restart_sec: 1min\n")
-    assert stack.errors() == [
-        "units/a.yaml:3: unit a: restart_max_sec: 1s is below restart_sec (5s)",
-        "units/b.yaml:2: unit b: restart_sec: 60s is above restart_max_sec (10s by default); "
-        "raise restart_max_sec too",
-    ]
-
+    units = stack.load().units
+    assert (units["a"].restart_sec, units["a"].restart_max_sec) == (5.0, 1.0)
+    assert (units["b"].restart_sec, units["b"].restart_max_sec) == (60.0, 10.0)
+    assert [backoff(units["b"], n) for n in (1, 2, 5)] == [60.0, 60.0, 60.0]
+    assert [backoff(units["a"], n) for n in (1, 2, 5)] == [5.0, 5.0, 5.0]
 
 # --------------------------------------------------------------------------- one pass
 
