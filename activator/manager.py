@@ -35,7 +35,7 @@ from activator import activation, log as logmod, spawn
 from activator.log import Log
 from activator.notify import Message, NotifyServer
 from activator.output import OutputPipe
-from activator.service import (ACTIVE, Process, S, Service, Slot, backoff, exit_status,
+from activator.service import (ACTIVE, Process, S, Service, Slot, backoff, exit_status, is_clean,
                                should_restart)
 from activator.signals import SignalReceiver
 from activator.sockets import BindError, BoundSocket, bind, inherited_sockets
@@ -453,13 +453,13 @@ class Manager:
             slot.enter(S.RESTARTING)
             slot.timer = self.loop.call_later(delay, lambda: self.restart_timer(slot))
             return
-        if status == 0 and result is None:
-            self.log.info("exited (0)", **proc.where)
+        if is_clean(status, result) and unit.type != "oneshot":
+            self.log.info(f"exited ({status})", **proc.where)
             slot.enter(S.EXITED)
             if unit.start == "on-demand":
                 self.maybe_wait_again(service)
                 return
-            self.unit_done(service, success=True, status=0)
+            self.unit_done(service, success=True, status=status)
             return
         self.log.warning(f"{what or f'exited ({status})'}; not restarted (restart: {unit.restart})",
                          **proc.where)
@@ -482,7 +482,9 @@ class Manager:
         if not all(s.state in (S.EXITED, S.FAILED) for s in service.slots) and success:
             return
         if success and unit.success_action == "exit":
-            self.shutdown(0, f"unit {unit.name} finished (success_action: exit)")
+            # `-- CMD` ends the container with CMD's own status, 143 after a SIGTERM as with tini
+            self.shutdown(status if unit.literal_exec else 0,
+                          f"unit {unit.name} finished (success_action: exit)")
         elif not success and unit.failure_action == "exit":
             self.shutdown(status, f"unit {unit.name} failed (failure_action: exit)")
         if not success:

@@ -114,6 +114,21 @@ def test_exit_0_when_a_success_action_exit_unit_finishes(activator):
     assert "success_action: exit" in a.output()
 
 
+def test_a_death_by_sigterm_is_a_clean_end(activator):
+    """systemd's clean end: a service killed by SIGTERM is not restarted by `on-failure` and
+    counts as a success, not as `failed`."""
+    a = activator({
+        "job": """
+            exec: [sh, -c, "sleep 0.3; kill -TERM $$$$"]
+            restart: on-failure
+            success_action: exit
+        """,
+        "other": "exec: [sleep, infinity]",
+    })
+    assert a.wait_exit() == 0
+    assert "success_action: exit" in a.output()
+
+
 # In unit files `$$` is a literal `$`: the shell's own `$$` is written `$$$$`.
 @pytest.mark.parametrize("script, expected", [("exit 7", 7), ("kill -KILL $$$$", 128 + 9),
                                               ("kill -SEGV $$$$", 128 + 11)])
