@@ -162,7 +162,9 @@ def add_usage(data: dict, interval: float = 0.1) -> None:
 
 
 def healthy(data: dict) -> bool:
-    return all(unit.get("healthy") for unit in data.get("units", {}).values())
+    """SPEC: every eager unit running or exited; on-demand units do not count."""
+    return all(unit.get("healthy") or unit.get("start") == "on-demand"
+               for unit in data.get("units", {}).values())
 
 
 def _size(n: int | None) -> str:
@@ -198,7 +200,7 @@ def _cut(text: str, width: int) -> str:
 def table(data: dict, with_usage: bool = True) -> str:
     """The status as a table that fits 100 columns: one line per unit, one per extra instance."""
     header = f"{'UNIT':<16} {'STATE':<10} {'PID':>7} {'RESTARTS':>8} {'UPTIME':>7} "
-    header += f"{'CPU%':>5} {'MEM':>6}  SOCKETS / STATUS"
+    header += f"{'CPU%':>5} {'MEM':>6}  DESCRIPTION · SOCKETS · STATUS"
     lines = [header]
     for name, unit in data.get("units", {}).items():
         instances = unit.get("instances") or [{}]
@@ -206,6 +208,7 @@ def table(data: dict, with_usage: bool = True) -> str:
         extra = ", ".join(s["listen"] for s in unit.get("sockets", []))
         if unit.get("connections") is not None:
             extra = f"{extra} ({unit['connections']} connections)"
+        extra = " · ".join(t for t in (unit.get("description"), extra) if t)
         if several:
             lines.append(_row(name, unit["state"], {}, "", "", extra, with_usage))
         for i, instance in enumerate(instances):

@@ -370,11 +370,30 @@ def test_status_table_fits_100_columns_and_exit_code_follows_health(activator):
     assert result.returncode == 1
     assert all(len(line) <= 100 for line in result.stdout.splitlines()), result.stdout
     assert "failed" in result.stdout and "good" in result.stdout
+    assert "xxxxxxxx" in result.stdout  # the description is shown, cut to fit
 
     b = activator({"good": "exec: [sleep, infinity]", "job": "exec: [true]\ntype: oneshot"})
     b.wait_state("job", "exited")
     b.wait_state("good", "running")
     assert run_cli(b, "status").returncode == 0
+
+
+def test_status_exit_code_counts_eager_units_only(activator):
+    """An on-demand unit that failed does not make the stack unhealthy: SPEC counts eager
+    units only."""
+    port = free_port()
+    a = activator({"good": "exec: [sleep, infinity]",
+                   "lazy": f"""
+                       exec: [sh, -c, 'exit 1']
+                       start: on-demand
+                       restart: no
+                       sockets: {{http: {{listen: "tcp://127.0.0.1:{port}"}}}}
+                   """})
+    a.wait_state("lazy", "waiting")
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    a.wait_state("lazy", "failed")
+    a.wait_state("good", "running")
+    assert run_cli(a, "status").returncode == 0
 
 
 def test_status_without_a_running_activator_fails(tmp_path):
