@@ -338,7 +338,7 @@ def with_command(model: Model, argv: list[str], cwd: str = "/") -> Model:
 def with_main(model: Model, main: Unit) -> Model:
     """`model` plus `main`, which waits for nothing: it starts beside the first layer."""
     if "main" in model.units:
-        raise UnitsError([Problem(Location(model.units["main"].files[0]), "main",
+        raise UnitsError([Problem(Location(model.units["main"].files[0], 1), "main",
                                   "the unit name 'main' is taken by the command given after --")])
     units = dict(model.units, main=main)
     first = (*model.layers[0], "main") if model.layers else ("main",)

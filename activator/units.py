@@ -308,6 +308,12 @@ _DEFAULTS = {id(table): {key: default for key, (converter, default) in table.ite
 
 # --------------------------------------------------------------------------- discovery
 
+def at_line(location: Location) -> Location:
+    """A problem with a unit file as a whole (empty, unreadable, too large) is put on its first
+    line, so that every problem of a unit reads FILE:LINE: unit NAME: message."""
+    return location if location.line else location.replace(line=1)
+
+
 class _Found:
     def __init__(self):
         self.units: dict[str, str] = {}  # name -> file
@@ -339,7 +345,7 @@ def _discover(dirs: list[str], explicit: bool) -> _Found:
             if suffix not in UNIT_SUFFIXES:
                 continue
             if not UNIT_NAME.match(stem):
-                found.problems.append(Problem(Location(path), None,
+                found.problems.append(Problem(Location(path, 1), None,
                                               f"'{stem}' is not a valid unit name (letters, digits, _ . @ -)"))
                 continue
             if stem in here:
@@ -426,12 +432,12 @@ class _UnitReader:
         try:
             self.doc = yamlsource.load(self.path)
         except SourceError as e:
-            self.problems.append(Problem(e.location, self.name, e.message))
+            self.problems.append(Problem(at_line(e.location), self.name, e.message))
         for path in dropins:
             try:
                 dropin = yamlsource.load(path, empty_ok=True)
             except SourceError as e:
-                self.problems.append(Problem(e.location, self.name, f"drop-in: {e.message}"))
+                self.problems.append(Problem(at_line(e.location), self.name, f"drop-in: {e.message}"))
                 self.failed = True
                 continue
             if self.doc is not None:

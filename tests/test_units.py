@@ -109,7 +109,7 @@ def test_other_files_are_ignored(stack):
 @pytest.mark.parametrize("name", ["my web", "wéb", "web+1", "a:b", "web$"])
 def test_invalid_unit_names_are_errors(stack, name):
     stack.unit(name)
-    assert stack.error() == (f"units/{name}.yaml: '{name}' is not a valid unit name "
+    assert stack.error() == (f"units/{name}.yaml:1: '{name}' is not a valid unit name "
                              "(letters, digits, _ . @ -)")
 
 
@@ -706,8 +706,8 @@ def test_a_file_name_that_is_not_utf8_is_reported_printably(stack):
     (stack.units / os.fsdecode(b"\xff.yaml")).write_text("exec: 'true'\n")
     (stack.units / "line\nbreak.yaml").write_text("exec: 'true'\n")
     assert stack.errors() == [
-        "units/line\\nbreak.yaml: 'line\\nbreak' is not a valid unit name (letters, digits, _ . @ -)",
-        "units/\\xff.yaml: '\\xff' is not a valid unit name (letters, digits, _ . @ -)",
+        "units/line\\nbreak.yaml:1: 'line\\nbreak' is not a valid unit name (letters, digits, _ . @ -)",
+        "units/\\xff.yaml:1: '\\xff' is not a valid unit name (letters, digits, _ . @ -)",
     ]
 
 

@@ -41,10 +41,10 @@ BROKEN = [
     ("null document", "null\n", ":1: unit web: expected a mapping of keys to values, found a single value"),
     ("several documents", "exec: a\n---\nexec: b\n", ":2: unit web: YAML: several YAML documents in one "
      "file; a unit file holds one"),
-    ("empty", "", ": unit web: file is empty"),
-    ("blank", "  \n\n\t\n", ": unit web: file is empty"),
-    ("comments only", "# exec: true\n", ": unit web: the file holds no keys (an empty YAML document)"),
-    ("document marker only", "---\n# nothing\n", ": unit web: the file holds no keys (an empty YAML document)"),
+    ("empty", "", ":1: unit web: file is empty"),
+    ("blank", "  \n\n\t\n", ":1: unit web: file is empty"),
+    ("comments only", "# exec: true\n", ":1: unit web: the file holds no keys (an empty YAML document)"),
+    ("document marker only", "---\n# nothing\n", ":1: unit web: the file holds no keys (an empty YAML document)"),
     ("binary garbage", bytes(range(256)) * 4, ":2: unit web: not UTF-8 text"),
     ("invalid utf-8 on line 3", b"exec: 'true'\ndescription: ok\nx: \xff\xfe\n", ":3: unit web: not UTF-8 text"),
     ("NUL byte", b"exec: 'true'\ndescription: a\x00b\n", ":2: unit web: YAML: unacceptable character "
@@ -96,28 +96,28 @@ def test_broken_files_are_reported_at_their_file(stack, content, expected):
 def test_a_file_over_the_size_limit_is_not_read(stack):
     stack.write("web.yaml", "exec: 'true'\n" + "# padding\n" * (10 * 1024 * 1024 // 10))
     assert os.path.getsize(stack.units / "web.yaml") > 10_000_000
-    assert stack.error() == f"units/web.yaml: unit web: file is larger than the limit of {yamlsource.MAX_FILE_BYTES} bytes"
+    assert stack.error() == f"units/web.yaml:1: unit web: file is larger than the limit of {yamlsource.MAX_FILE_BYTES} bytes"
 
 
 def test_a_symlink_loop(stack):
     os.symlink("web.yaml", stack.units / "web.yaml")
-    assert stack.error() == "units/web.yaml: unit web: cannot read: Too many levels of symbolic links"
+    assert stack.error() == "units/web.yaml:1: unit web: cannot read: Too many levels of symbolic links"
 
 
 def test_a_dangling_symlink(stack):
     os.symlink("/nonexistent/web.yaml", stack.units / "web.yaml")
-    assert stack.error() == "units/web.yaml: unit web: cannot read: No such file or directory"
+    assert stack.error() == "units/web.yaml:1: unit web: cannot read: No such file or directory"
 
 
 def test_an_unreadable_unit_file(stack):
     # As root every file is readable: a directory stands for a file that cannot be read.
     (stack.units / "web.yaml").mkdir()
-    assert stack.error() == "units/web.yaml: unit web: cannot read: it is a directory, not a file"
+    assert stack.error() == "units/web.yaml:1: unit web: cannot read: it is a directory, not a file"
 
 
 def test_a_device_is_not_read(stack):
     os.symlink("/dev/zero", stack.units / "web.yaml")
-    assert stack.error() == "units/web.yaml: unit web: cannot read: not a regular file"
+    assert stack.error() == "units/web.yaml:1: unit web: cannot read: not a regular file"
 
 
 def test_a_fifo_does_not_block_the_loader(stack):
@@ -133,7 +133,7 @@ def test_a_fifo_does_not_block_the_loader(stack):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-    assert error == "units/web.yaml: unit web: cannot read: not a regular file"
+    assert error == "units/web.yaml:1: unit web: cannot read: not a regular file"
 
 
 def test_a_units_directory_that_is_missing(stack):
@@ -143,7 +143,7 @@ def test_a_units_directory_that_is_missing(stack):
 def test_a_drop_in_directory_that_cannot_be_read_is_skipped_like_a_file(stack):
     stack.unit("web")
     (stack.units / "web.d" / "10.yaml").mkdir(parents=True)
-    assert stack.error() == "units/web.d/10.yaml: unit web: drop-in: cannot read: it is a directory, not a file"
+    assert stack.error() == "units/web.d/10.yaml:1: unit web: drop-in: cannot read: it is a directory, not a file"
 
 
 def test_a_byte_order_mark_is_accepted(stack):
