@@ -799,27 +799,27 @@ class _UnitReader:
         if values["accept"] and not listen.is_stream:
             self.error(path + ("accept",), f"sockets.{key}.accept: only stream sockets (tcp, unix) "
                        f"accept connections; {listen} is {kind}")
+        # Options that do nothing for this kind of socket are ignored, as systemd does, with a
+        # warning: a slip worth pointing out, not a reason to refuse the whole stack.
+        useless = {}
         for option in ("nodelay", "keepalive"):
             if values[option] and kind != "tcp":
-                self.error(path + (option,), f"sockets.{key}.{option}: applies to tcp sockets only")
-        if values["reuse_port"] and kind not in ("tcp", "udp"):
-            self.error(path + ("reuse_port",), f"sockets.{key}.reuse_port: applies to tcp and udp "
-                       "sockets only")
-        if values["ipv6_only"] and not (listen.is_inet and (listen.is_ipv6 or not listen.host)):
-            self.error(path + ("ipv6_only",), f"sockets.{key}.ipv6_only: applies to IPv6 addresses "
-                       "and bare ports only")
+                useless[option] = "applies to tcp sockets only"
+        if values["reuse_port"] and kind not in ("tcp", "udp", "inherit"):
+            useless["reuse_port"] = "applies to tcp and udp sockets only"
+        if values["ipv6_only"] and kind != "inherit" and not (listen.is_inet and (listen.is_ipv6 or not listen.host)):
+            useless["ipv6_only"] = "applies to IPv6 addresses and bare ports only"
         for option in ("mode", "user", "group"):
             if option in spec and not listen.is_file:
-                self.error(path + (option,), f"sockets.{key}.{option}: applies to unix socket "
-                           "files and fifos only")
+                useless[option] = "applies to unix socket files and fifos only"
         if "max_connections" in spec and not values["accept"]:
-            self.error(path + ("max_connections",), f"sockets.{key}.max_connections: applies with "
-                       "accept: true only")
+            useless["max_connections"] = "applies with accept: true only"
         if kind == "inherit":
             for option in ("backlog", "reuse_port", "ipv6_only"):
                 if option in spec:
-                    self.error(path + (option,), f"sockets.{key}.{option}: an inherited socket is "
-                               "already bound")
+                    useless[option] = "an inherited socket is already bound"
+        for option, reason in useless.items():
+            self.warn(path + (option,), f"sockets.{key}.{option}: {reason}; ignored")
         uid = gid = None
         if values["user"] is not None or values["group"] is not None:
             credentials = self.read_credentials(values["user"], values["group"], path)

@@ -417,18 +417,9 @@ INVALID_SOCKETS = [
     ("{listen: 8000, backlog: 0}", "sockets.http.backlog: expected a number from 1 to 2147483647, got 0"),
     ("{listen: 8000, backlog: big}", "sockets.http.backlog: expected a whole number, got 'big'"),
     ("{listen: 8000, reuse_port: 'true'}", "sockets.http.reuse_port: expected true or false, got 'true'"),
-    ("{listen: 'unix:/run/a', reuse_port: true}", "sockets.http.reuse_port: applies to tcp and udp sockets only"),
-    ("{listen: 'tcp://127.0.0.1:80', ipv6_only: true}", "sockets.http.ipv6_only: applies to IPv6 "
-     "addresses and bare ports only"),
-    ("{listen: 'unix:/run/a', nodelay: true}", "sockets.http.nodelay: applies to tcp sockets only"),
-    ("{listen: 'udp://0.0.0.0:53', keepalive: true}", "sockets.http.keepalive: applies to tcp sockets only"),
     ("{listen: 'unix:/run/a', mode: 0888}", "sockets.http.mode: expected an octal mode such as 0660, got '0888'"),
     ("{listen: 'unix:/run/a', mode: '17777'}", "sockets.http.mode: expected an octal mode such as 0660, "
      "got '17777'"),
-    ("{listen: 8000, mode: '0600'}", "sockets.http.mode: applies to unix socket files and fifos only"),
-    ("{listen: 'unix:@abstract', mode: '0600'}", "sockets.http.mode: applies to unix socket files and "
-     "fifos only"),
-    ("{listen: 8000, user: nobody}", "sockets.http.user: applies to unix socket files and fifos only"),
     ("{listen: 'unix:/run/a', user: nosuchuser}", "sockets.http.user: no user named 'nosuchuser' in /etc/passwd"),
     ("{listen: 'unix:/run/a', group: nosuchgroup}", "sockets.http.group: no group named 'nosuchgroup' "
      "in /etc/group"),
@@ -436,12 +427,35 @@ INVALID_SOCKETS = [
      "unix) accept connections; udp://0.0.0.0:53 is udp"),
     ("{listen: 'fifo:/run/f', accept: true}", "sockets.http.accept: only stream sockets (tcp, unix) "
      "accept connections; fifo:/run/f is fifo"),
-    ("{listen: 8000, max_connections: 5}", "sockets.http.max_connections: applies with accept: true only"),
     ("{listen: 8000, accept: true, max_connections: 0}", "sockets.http.max_connections: expected a "
      "number from 1 to 65536, got 0"),
-    ("{listen: 'inherit:x', backlog: 5}", "sockets.http.backlog: an inherited socket is already bound"),
     ("{listen: 8000, bogus: 1}", "unknown socket key 'sockets.http.bogus'"),
 ]
+
+
+# Options that do nothing for a kind of socket: ignored with a warning, as systemd ignores them.
+INAPPLICABLE_SOCKET_OPTIONS = [
+    ("{listen: 'unix:/run/a', reuse_port: true}", "sockets.http.reuse_port: applies to tcp and udp sockets only"),
+    ("{listen: 'tcp://127.0.0.1:80', ipv6_only: true}", "sockets.http.ipv6_only: applies to IPv6 "
+     "addresses and bare ports only"),
+    ("{listen: 'unix:/run/a', nodelay: true}", "sockets.http.nodelay: applies to tcp sockets only"),
+    ("{listen: 'udp://0.0.0.0:53', keepalive: true}", "sockets.http.keepalive: applies to tcp sockets only"),
+    ("{listen: 8000, mode: '0600'}", "sockets.http.mode: applies to unix socket files and fifos only"),
+    ("{listen: 'unix:@abstract', mode: '0600'}", "sockets.http.mode: applies to unix socket files and "
+     "fifos only"),
+    ("{listen: 8000, user: nobody}", "sockets.http.user: applies to unix socket files and fifos only"),
+    ("{listen: 8000, max_connections: 5}", "sockets.http.max_connections: applies with accept: true only"),
+    ("{listen: 'inherit:x', backlog: 5}", "sockets.http.backlog: an inherited socket is already bound"),
+]
+
+
+@pytest.mark.parametrize("spec, message", INAPPLICABLE_SOCKET_OPTIONS,
+                         ids=[v[0] for v in INAPPLICABLE_SOCKET_OPTIONS])
+def test_socket_options_without_effect_are_warnings(stack, spec, message):
+    stack.unit("web", f"sockets:\n  http: {spec}\n")
+    model = stack.load()
+    assert [w.message for w in model.warnings] == [message + "; ignored"]
+    assert [w.location.line for w in model.warnings] == [3]
 
 
 @pytest.mark.parametrize("spec, message", INVALID_SOCKETS, ids=[v[0] for v in INVALID_SOCKETS])
