@@ -9,9 +9,7 @@ Fingerprints let a reload tell what changed:
 - `Unit.fingerprint` changes with anything the unit file (drop-ins and environment files
   included) means, never with formatting, comments, or the order of keys where order means
   nothing (only the order of sockets does: it sets their fd numbers);
-- `Unit.process_fingerprint` changes only with what reaches the service's processes; keys the
-  manager applies in place (instances, restart policy, timeouts, dependencies, …) are left out,
-  so editing them does not restart anything;
+- a reload restarts every unit whose fingerprint changed;
 - `Socket.fingerprint` and `Socket.bind_key` tell a socket to adjust in place from one that
   must be bound anew.
 """
@@ -158,15 +156,7 @@ class Unit(Record):
 
     @property
     def fingerprint(self) -> str:
-        return _digest(self._fields() | {"process": self.process_fingerprint})
-
-    @property
-    def process_fingerprint(self) -> str:
-        fields = self._fields()
-        for key in MANAGER_KEYS:
-            fields.pop(key, None)
-        fields["sockets"] = [(s.name, s.bind_key, s.accept) for s in self.sockets]
-        return _digest(fields)
+        return _digest(self._fields())
 
     def _fields(self) -> dict:
         """What the unit means, in a form where order that means nothing is normalized away."""
@@ -180,14 +170,6 @@ class Unit(Record):
         fields["credentials"] = None if self.credentials is None else [
             self.credentials.uid, self.credentials.gid, list(self.credentials.groups)]
         return fields
-
-
-# Keys whose change the manager applies in place, without restarting the unit's processes.
-MANAGER_KEYS = (
-    "description", "instances", "requires", "wants", "after", "restart", "restart_sec",
-    "restart_max_sec", "start_limit_burst", "start_limit_interval_sec", "timeout_start_sec",
-    "timeout_stop_sec", "kill_signal", "reload_signal", "success_action", "failure_action",
-)
 
 
 class Model(Record):

@@ -9,12 +9,11 @@ A reload is all or nothing up to the point where it changes something:
 3. Only then is the diff applied, by fingerprint:
    - a removed unit is stopped, then its sockets are closed;
    - a new unit is started like at boot (dependencies first);
-   - a unit whose processes would see a difference (`process_fingerprint`) is restarted:
-     one instance at a time when it has several, each replacement started and ready
-     before an old instance is stopped, so capacity never drops; a single instance is
-     stopped, then started (it may hold resources of its own, such as a port);
-   - a unit whose change only concerns activator (instances, restart policy, timeouts,
-     dependencies) is updated in place, adding or stopping instances as needed;
+   - a changed unit (any difference in what its files mean) is restarted: one instance at
+     a time when it has several, each replacement started and ready before an old instance
+     is stopped, so capacity never drops; a single instance is stopped, then started (it
+     may hold resources of its own, such as a port); instances added or removed by a new
+     `instances` are started or stopped beside that;
    - an unchanged unit with `reload_signal` gets that signal.
    A socket whose spec did not change is never closed; a socket whose options changed
    but not its address is adjusted in place (backlog, nodelay, keepalive, mode, owner);
@@ -237,13 +236,9 @@ class Reloader:
                 continue
             old = service.unit
             dependency_failed = bool(service.failed and service.failed.startswith("required unit"))
-            gave_up = any(slot.state is S.FAILED and slot.proc is None for slot in service.slots)
-            if old.process_fingerprint != unit.process_fingerprint or name in self.rebinding or (
-                    gave_up and old.fingerprint != unit.fingerprint):
+            if old.fingerprint != unit.fingerprint or name in self.rebinding:
                 m.log.info("changed: restarting", unit=name)
                 self.replace(service, unit)
-            elif old.fingerprint != unit.fingerprint:
-                self.update_in_place(service, unit)
             else:
                 service.unit = unit
                 for slot in service.slots:
@@ -293,15 +288,6 @@ class Reloader:
             slot.enter(S.STARTING)
             slot.starts.clear()
         self.adding.add(service.name)
-
-    def update_in_place(self, service: Service, unit: model_.Unit) -> None:
-        m = self.manager
-        m.log.info("changed (activator's settings only): updated in place", unit=service.name)
-        old_count = len(service.slots)
-        service.unit = unit
-        for slot in service.slots:
-            slot.unit = unit
-        self.scale(service, unit, old_count)
 
     def scale(self, service: Service, unit: model_.Unit, old_count: int) -> None:
         m = self.manager

@@ -23,7 +23,7 @@ from activator import envfile, templates, yamlsource
 from activator.listen import ListenError
 from activator.listen import parse as parse_listen
 from activator.model import (  # noqa: F401 - the model's names are the loader's API too
-    INFINITY, MANAGER_KEYS, Credentials, Location, Model, Problem, Socket, Unit, UnitsError,
+    INFINITY, Credentials, Location, Model, Problem, Socket, Unit, UnitsError,
     command_unit, find_program, may_enter, service_path, user_label, with_command, with_main)
 from activator.loading import DEFAULT_DIRECTORY, directories  # noqa: F401 - API as well
 from activator.templates import Template, TemplateError
