@@ -43,6 +43,9 @@ class Log:
     def __init__(self, json_format: bool = False, level: int = INFO):
         self.json = json_format
         self.level = level
+        # unit name -> its number of instances; set by the manager so that a message about a
+        # single-instance unit says instance 1 in JSON, as its output lines do
+        self.instances_of = lambda unit: None
 
     def debug(self, message: str, **where) -> None:
         if self.level <= DEBUG:
@@ -63,6 +66,8 @@ class Log:
         if level < self.level:
             return
         if self.json:
+            if instance is None and unit is not None and self.instances_of(unit) == 1:
+                instance = 1
             line = self.json_line(unit, instance, pid, "activator", _LEVEL_NAMES[level], message)
         else:
             who = ""

@@ -115,6 +115,7 @@ class Manager:
     def __init__(self, model: Model, log: Log, runtime_dir: str, environ: dict | None = None):
         self.model = model
         self.log = log
+        log.instances_of = lambda name: (s.unit.instances if (s := self.services.get(name)) else None)
         self.runtime_dir = runtime_dir
         self.environ = dict(os.environ if environ is None else environ)
         self.base_env = activation.base_environment(self.environ)

@@ -12,8 +12,9 @@ A reload is all or nothing up to the point where it changes something:
    - a changed unit (any difference in what its files mean) is restarted: one instance at
      a time when it has several, each replacement started and ready before an old instance
      is stopped, so capacity never drops; a single instance is stopped, then started (it
-     may hold resources of its own, such as a port); instances added or removed by a new
-     `instances` are started or stopped beside that;
+     may hold resources of its own, such as a port);
+   - a unit whose only change is `instances` keeps its processes: instances are added or
+     the extra ones stopped (Circus's incr/decr);
    - an unchanged unit with `reload_signal` gets that signal.
    A socket whose spec did not change is never closed; a socket whose options changed
    but not its address is adjusted in place (backlog, nodelay, keepalive, mode, owner);
@@ -236,7 +237,12 @@ class Reloader:
                 continue
             old = service.unit
             dependency_failed = bool(service.failed and service.failed.startswith("required unit"))
-            if old.fingerprint != unit.fingerprint or name in self.rebinding:
+            changed = old.fingerprint != unit.fingerprint or name in self.rebinding
+            gave_up = any(slot.state is S.FAILED and slot.proc is None for slot in service.slots)
+            if changed and not gave_up and name not in self.rebinding and (
+                    old.replace(instances=unit.instances).fingerprint == unit.fingerprint):
+                self.rescale(service, unit)  # only `instances` changed, as Circus's incr/decr
+            elif changed:
                 m.log.info("changed: restarting", unit=name)
                 self.replace(service, unit)
             else:
@@ -288,6 +294,15 @@ class Reloader:
             slot.enter(S.STARTING)
             slot.starts.clear()
         self.adding.add(service.name)
+
+    def rescale(self, service: Service, unit: model_.Unit) -> None:
+        m = self.manager
+        m.log.info(f"instances: {len(service.slots)} -> {unit.instances}", unit=service.name)
+        old_count = len(service.slots)
+        service.unit = unit
+        for slot in service.slots:
+            slot.unit = unit
+        self.scale(service, unit, old_count)
 
     def scale(self, service: Service, unit: model_.Unit, old_count: int) -> None:
         m = self.manager

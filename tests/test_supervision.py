@@ -88,7 +88,7 @@ def test_restart_policies_follow_systemd(activator, tmp_path, policy, script, re
     else:
         data = a.wait_status(lambda s: s["units"]["svc"]["state"] in ("exited", "failed"))
         assert len(lines(count)) == 1
-        expected = "exited" if script == "exit 0" else "failed"
+        expected = "exited" if script in ("exit 0", "kill -TERM $$$$") else "failed"  # clean ends
         assert data["units"]["svc"]["state"] == expected
 
 
@@ -382,3 +382,17 @@ def test_json_log_format_for_service_output_and_activators_messages(activator):
     assert own and all(r["level"] in ("info", "warning", "error") for r in own)
     assert any(r["unit"] is None for r in own)
     assert records[0]["time"].endswith("Z")
+
+
+def test_json_messages_about_a_single_instance_unit_say_instance_1(activator):
+    """SPEC §6: `instance` is 1 also for single-instance units, in activator's own messages
+    about the unit as a whole too (here: a required unit failed, so this one is not started)."""
+    a = activator({
+        "broken": "exec: [sh, -c, 'exit 3']\nrestart: no",
+        "needs": "exec: [sleep, infinity]\nrequires: [broken]",
+    }, log_format="json")
+    a.wait_state("needs", "failed")
+    records = [json.loads(line) for line in a.output().splitlines() if line.strip()]
+    about = [r for r in records if r["unit"] == "needs" and r["stream"] == "activator"]
+    assert any("required unit broken failed" in r["message"] for r in about), about
+    assert {r["instance"] for r in about} == {1}
