@@ -130,7 +130,7 @@ def load_and_check(directory: str) -> None:
         problems = list(model.warnings)
         assert all(p.warning for p in problems)
         for unit in model.units.values():
-            assert unit.fingerprint and unit.process_fingerprint
+            assert unit.fingerprint
         assert sorted(n for layer in model.layers for n in layer) == sorted(model.units)
     for problem in problems:
         file = problem.location.file
