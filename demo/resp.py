@@ -7,6 +7,7 @@ string ($3 / foo, or $-1 for nothing).
 
 import os
 import socket
+import time
 
 
 def address() -> str:
@@ -14,8 +15,24 @@ def address() -> str:
     return os.environ.get("REDIS_SOCKET") or "/run/activator/redis.sock"
 
 
-def command(*args, path=None, timeout=5.0):
-    """Send one command and return its reply as str, int or None; raise RuntimeError on -ERR."""
+def command(*args, path=None, timeout=5.0, retry_for=3.0):
+    """Send one command and return its reply as str, int or None; raise RuntimeError on -ERR.
+
+    While redis restarts (a reload that changed its unit), its socket is briefly gone or
+    closes without an answer: try again for up to `retry_for` seconds, as a client library's
+    reconnecting pool would, so the web app's requests wait instead of failing.
+    """
+    deadline = time.monotonic() + retry_for
+    while True:
+        try:
+            return _command_once(args, path, timeout)
+        except (OSError, EOFError):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _command_once(args, path, timeout):
     request = [b"*%d\r\n" % len(args)]
     for arg in args:
         data = str(arg).encode()
@@ -25,7 +42,10 @@ def command(*args, path=None, timeout=5.0):
         sock.connect(path or address())
         sock.sendall(b"".join(request))
         reply = sock.makefile("rb")
-        line = reply.readline().rstrip(b"\r\n")
+        line = reply.readline()
+        if not line:
+            raise EOFError("redis closed the connection without an answer")
+        line = line.rstrip(b"\r\n")
         kind, rest = line[:1], line[1:].decode()
         if kind == b"+":
             return rest
