@@ -174,8 +174,10 @@ class Service:
             return S.FAILED
         if self.pending:
             return S.STARTING
-        if self.unit.accepts:
-            return S.EXITED if self.stopping and not self.connections else S.WAITING
+        if self.unit.accepts:  # serving from its socket: running, or waiting when on-demand
+            if self.stopping and not self.connections:
+                return S.EXITED
+            return S.WAITING if self.unit.start == "on-demand" else S.RUNNING
         if self.waiting:
             return S.WAITING
         return overall_state([slot.state for slot in self.slots])

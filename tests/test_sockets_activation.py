@@ -131,7 +131,7 @@ def test_accept_serves_200_concurrent_connections_one_process_each(activator, tm
             accept: true
             max_connections: 250
     """})
-    wait_state(a, "echo", "waiting")
+    wait_state(a, "echo", "running")  # an eager accept unit: serving from its socket
     address = inet_address(a, "echo")
     count = 200
     clients = []
@@ -163,7 +163,7 @@ def test_accept_serves_200_concurrent_connections_one_process_each(activator, tm
     assert a.zombies() == []
     stays(lambda: descendants_of(a.pid) == [], 0.5, "a connection handler was restarted")
     assert len(log.read_text().split()) == count
-    assert a.status()["units"]["echo"]["state"] == "waiting"
+    assert a.status()["units"]["echo"]["state"] == "running"
 
 
 HANDLER = """
@@ -198,7 +198,7 @@ def test_accept_max_connections_holds_the_rest_in_the_backlog(activator, tmp_pat
             accept: true
             max_connections: 3
     """})
-    wait_state(a, "slow", "waiting")
+    wait_state(a, "slow", "running")
     address = inet_address(a, "slow")
     peak = [0]
     stop = threading.Event()
@@ -257,7 +257,7 @@ def test_accept_max_connections_holds_the_rest_in_the_backlog(activator, tmp_pat
     assert a.zombies() == []
     # Handlers exiting with status 3 are not restarted either.
     stays(lambda: descendants_of(a.pid) == [], 0.3, "a failed connection handler was restarted")
-    assert a.status()["units"]["slow"]["state"] == "waiting"
+    assert a.status()["units"]["slow"]["state"] == "running"
 
 
 def test_accept_on_a_dual_stack_port_gives_ipv4_clients_their_ipv4_address(activator, tmp_path):
@@ -272,7 +272,7 @@ def test_accept_on_a_dual_stack_port_gives_ipv4_clients_their_ipv4_address(activ
         sockets:
           tcp: {listen: 0, accept: true}
     """})
-    wait_state(a, "echo", "waiting")
+    wait_state(a, "echo", "running")  # an eager accept unit: serving from its socket
     port = inet_address(a, "echo")[1]
     for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         with connect((host, port), family) as c:
