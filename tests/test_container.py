@@ -48,8 +48,9 @@ def podman(*args, check=True, timeout=120, **kwargs) -> subprocess.CompletedProc
     return result
 
 
-def build(context: Path, tag: str | None = None, check=True) -> subprocess.CompletedProcess:
-    args = ["build", "--pull=never", "--format", "docker", "--network", "host",
+def build(context: Path, tag: str | None = None, check=True, layers=True) -> subprocess.CompletedProcess:
+    """`layers=False` keeps no intermediate image behind, even when the build fails."""
+    args = ["build", "--pull=never", "--format", "docker", "--network", "host", f"--layers={str(layers).lower()}",
             "--ignorefile", str(ROOT / "container" / "Dockerfile.dockerignore"),
             "-f", str(ROOT / "container" / "Dockerfile")]
     return podman(*args, *(["-t", tag] if tag else []), str(context), check=check, timeout=600)
@@ -80,7 +81,8 @@ def image():
     build(ROOT, IMAGE)
     print(f"\nbase image: {base - started:.1f}s, activator image: {time.monotonic() - base:.1f}s",
           file=sys.stderr)
-    return IMAGE
+    yield IMAGE
+    podman("rmi", "--force", IMAGE, check=False)  # the base image stays: it is the cache
 
 
 class Container:
@@ -172,7 +174,7 @@ def test_a_broken_unit_fails_the_build(image, tmp_path):
     # The mistake an image build is there to catch: a program the image does not have.
     (context / "units" / "broken.yaml").write_text(
         "description: needs a program the image lacks\nexec: nginx -g 'daemon off;'\n")
-    result = build(context, check=False)
+    result = build(context, check=False, layers=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert 'building at STEP "RUN activator check"' in output
