@@ -43,7 +43,8 @@ def _units_argument(parser) -> None:
 
 
 def runtime_dir() -> str:
-    return os.environ.get("ACTIVATOR_RUNTIME_DIR") or RUNTIME_DIR
+    # absolute: NOTIFY_SOCKET, a path in it, must reach services in any working directory
+    return os.path.abspath(os.environ.get("ACTIVATOR_RUNTIME_DIR") or RUNTIME_DIR)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,7 +204,7 @@ def reload(args) -> int:
     import signal
     import time
 
-    from activator import status
+    from activator import locate, status
 
     directory = runtime_dir()
     try:
@@ -213,14 +214,10 @@ def reload(args) -> int:
     except (OSError, ValueError) as e:
         print(f"activator reload: no running activator in {directory}: {e}", file=sys.stderr)
         return 1
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            is_activator = b"activator" in f.read()
-    except OSError:
-        is_activator = False
-    if not is_activator:  # e.g. the pid file of another PID namespace: never signal a stranger
-        print(f"activator reload: pid {pid} from {directory}/activator.pid is not an activator here",
-              file=sys.stderr)
+    recorded, pid = pid, locate.activator_pid(directory, pid)
+    if pid is None:  # never signal a stranger that happens to have the recorded pid here
+        print(f"activator reload: no activator with pid {recorded} (as recorded in "
+              f"{directory}/activator.pid) is visible from here", file=sys.stderr)
         return 1
     try:
         os.kill(pid, signal.SIGHUP)

@@ -89,7 +89,9 @@ class Process:
 
     @property
     def where(self) -> dict:
-        return {"unit": self.unit.name, "instance": self.number, "pid": self.main_pid, "label": self.label}
+        # pid 0: the spawn itself failed, no process ever existed
+        return {"unit": self.unit.name, "instance": self.number, "pid": self.main_pid or None,
+                "label": self.label}
 
     def cancel_timers(self, *names: str) -> None:
         for name in names or list(self.timers):

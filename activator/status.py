@@ -118,14 +118,15 @@ def read(runtime_dir: str) -> dict:
     return data
 
 
-def add_usage(data: dict, interval: float = 0.1) -> None:
-    """cpu_percent and rss_bytes per instance: its process tree, sampled over `interval`."""
+def add_usage(data: dict, interval: float = 0.1, seen_here=lambda pid: pid) -> None:
+    """cpu_percent and rss_bytes per instance: its process tree, sampled over `interval`.
+    `seen_here` turns activator's pids into this process's (see locate.py)."""
     import psutil
 
     trees: dict[tuple[str, int], list] = {}
     for name, unit in data.get("units", {}).items():
         for instance in unit.get("instances", []):
-            pid = instance.get("pid")
+            pid = instance.get("pid") and seen_here(instance["pid"])
             procs = []
             if pid:
                 try:
@@ -244,7 +245,10 @@ def command(runtime_dir: str, as_json: bool) -> int:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         print(f"activator status: no running activator in {runtime_dir}: {reason}", file=sys.stderr)
         return 1
-    add_usage(data)
+    from activator import locate
+
+    here = locate.activator_pid(runtime_dir, data["pid"])
+    add_usage(data, seen_here=locate.pid_translator(here, data["pid"]) if here else lambda pid: None)
     if as_json:
         print(json.dumps(data, indent=2))
     else:

@@ -396,6 +396,24 @@ def test_status_exit_code_counts_eager_units_only(activator):
     assert run_cli(a, "status").returncode == 0
 
 
+def test_status_and_reload_from_outside_activators_pid_namespace(activator):
+    """Run from the host, pid 1 in status.json is the host's init: the commands find activator
+    by the notify socket it holds, and the services' pids through NSpid."""
+    a = activator({"one": "exec: [sleep, infinity]"})
+    a.wait_state("one", "running")
+    host = subprocess.run([PYTHON, "-m", "activator", "status", "--json"], capture_output=True,
+                          text=True, env=a.env, timeout=60)
+    assert host.returncode == 0, host.stderr
+    instance = json.loads(host.stdout)["units"]["one"]["instances"][0]
+    assert instance["pid"] != a.host_pids("one")[0]  # the pid as activator sees it
+    assert instance["rss_bytes"] > 0  # measured on the right process all the same
+    write_units(a.units_dir, {"two": "exec: [sleep, infinity]"})
+    result = subprocess.run([PYTHON, "-m", "activator", "reload"], capture_output=True, text=True,
+                            env=a.env, timeout=60)
+    assert result.returncode == 0 and "applied" in result.stdout, result.stderr
+    a.wait_state("two", "running")
+
+
 def test_status_without_a_running_activator_fails(tmp_path):
     result = subprocess.run([PYTHON, "-m", "activator", "status"], capture_output=True, text=True,
                             env={**os.environ, "ACTIVATOR_RUNTIME_DIR": str(tmp_path)})

@@ -110,6 +110,7 @@ def test_a_failed_exec_at_start_is_reported_with_status_127(activator, tmp_path)
     data = a.wait_state("prog", "failed")
     assert data["units"]["prog"]["instances"][0]["exit_status"] == 127
     assert f"unit prog: cannot execute '{program}': No such file or directory" in a.output()
+    assert "(pid 0)" not in a.output()  # no process ever existed
 
 
 def test_a_program_that_is_not_executable_fails_with_126(activator, tmp_path):
