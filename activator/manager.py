@@ -1027,6 +1027,7 @@ class Manager:
             return
         self.pids[pid] = proc
         proc.main_pid = pid
+        self.mark_dirty()  # status.json shows the new main pid
         if fields[0] != os.getpid():  # not our child: learn of its end through a pidfd
             try:
                 proc.pidfd = os.pidfd_open(pid)

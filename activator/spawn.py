@@ -1,7 +1,8 @@
 """Starting a service process: one fixed child setup, several ways to get there.
 
 What every process gets, however it is started: a new session (so its own process group),
-every signal disposition at its default and an empty signal mask, fds 0-2 as asked, the
+every signal disposition at its default (but for glibc's posix_spawn, which leaves the two
+signals it reserves, 32 and 33, ignored: no libc program can use them) and an empty signal mask, fds 0-2 as asked, the
 unit's descriptors on 3, 4, … and no other descriptor of activator's (all of ours are
 close-on-exec), its environment, working directory, umask and credentials.
 

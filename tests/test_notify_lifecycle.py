@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from harness import wait_for
+from harness import PYTHON, wait_for
 from notify_support import (Control, agent, cli_status, events, instance, program, unit, wait_event,
                             wait_instance, write_whole)
 
@@ -139,6 +139,32 @@ def test_mainpid_moves_the_main_process(activator, tmp_path):
     second_start, second_daemon = wait_event(log, "start", 2)[1], wait_event(log, "daemon", 2)[1]
     assert inst["pid"] == second_daemon["pid"] != second_start["pid"]
     assert "internal error" not in a.output()
+
+
+MAINPID_ALONE = """
+import os, socket, sys, time
+from systemd import daemon
+child = os.fork()
+if child == 0:
+    time.sleep(3600)
+    os._exit(0)
+daemon.notify("READY=1")
+time.sleep(0.3)
+daemon.notify(f"MAINPID={child}")  # alone in its datagram: no state changes with it
+time.sleep(0.3)
+"""
+
+
+def test_mainpid_alone_shows_in_status_json(activator, tmp_path):
+    """A lone MAINPID= changes no state, yet status.json must show the new main pid."""
+    script = tmp_path / "mainpid_alone.py"
+    script.write_text(MAINPID_ALONE)
+    a = activator({"d": unit(exec=[PYTHON, str(script)], type="notify")})
+    first = wait_instance(a, "d", lambda i: i["state"] == "running")["pid"]
+    inst = wait_instance(a, "d", lambda i: i["pid"] != first, what="the new main pid")
+    assert inst["state"] == "running" and inst["restarts"] == 0
+    with open(f"/proc/{a.host_pid(inst['pid'])}/cmdline", "rb") as f:
+        assert b"mainpid_alone.py" in f.read()  # the forked child, now the main process
 
 
 def test_mainpid_killed_daemon_is_restarted_on_failure(activator, tmp_path):
