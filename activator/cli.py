@@ -216,8 +216,8 @@ def reload(args) -> int:
         return 1
     recorded, pid = pid, locate.activator_pid(directory, pid)
     if pid is None:  # never signal a stranger that happens to have the recorded pid here
-        print(f"activator reload: no activator with pid {recorded} (as recorded in "
-              f"{directory}/activator.pid) is visible from here", file=sys.stderr)
+        print(f"activator reload: no running activator in {directory}: activator (pid "
+              f"{recorded}) is not running here", file=sys.stderr)
         return 1
     try:
         os.kill(pid, signal.SIGHUP)

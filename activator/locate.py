@@ -64,23 +64,28 @@ def _holds(pid: int, target: str) -> bool:
     return False
 
 
+def _is_activator(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"activator" in f.read()
+    except OSError:
+        return False
+
+
 def activator_pid(runtime_dir: str, recorded: int) -> int | None:
     """The pid, as this process sees it, of the activator serving `runtime_dir`, which
-    recorded itself as `recorded`; None when there is no such process here."""
+    recorded itself as `recorded`; None when no such process is alive here."""
     inode = _socket_inode(os.path.join(runtime_dir, "notify"))
-    if inode is None:  # no notify socket visible here: trust the record if it is an activator
-        try:
-            with open(f"/proc/{recorded}/cmdline", "rb") as f:
-                return recorded if b"activator" in f.read() else None
-        except OSError:
-            return None
-    target = f"socket:[{inode}]"
-    # Forked helpers of activator may hold the socket too for a moment: the one whose own
-    # pid is the recorded one is activator.
-    for pid in [recorded, *_all_pids()]:
-        if _ns_pid(pid) == recorded and _holds(pid, target):
-            return pid
-    return None
+    if inode is not None:
+        target = f"socket:[{inode}]"
+        # Forked helpers of activator may hold the socket too for a moment: the one whose
+        # own pid is the recorded one is activator.
+        for pid in [recorded, *_all_pids()]:
+            if _ns_pid(pid) == recorded and _holds(pid, target):
+                return pid
+    # No notify socket in this network namespace, or its holder's fds not readable (another
+    # user's process): the recorded pid, if it is an activator here.
+    return recorded if _is_activator(recorded) else None
 
 
 def pid_translator(activator: int, recorded: int):

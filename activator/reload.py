@@ -166,18 +166,19 @@ class Reloader:
     def bind_new_sockets(self, model: model_.Model) -> dict | None:
         """Bind what the new model needs that is not open yet; None if anything fails.
 
-        A socket that only changed its name (its key or `name:`) keeps the open socket: it is
-        the same address, which could not be bound twice anyway."""
+        A socket whose address (with its bind options) is open already keeps that open socket,
+        whatever name it had: a renamed socket, or two sockets that swapped addresses, are the
+        same addresses, which could not be bound twice anyway."""
         m = self.manager
         fresh = {}
-        renamable = {s.spec.bind_key: n for n, s in m.sockets.items() if n not in model.sockets}
+        open_by_address = {s.spec.bind_key: n for n, s in m.sockets.items()}
         for name, spec in model.sockets.items():
+            owner = open_by_address.pop(spec.bind_key, None)
+            if owner is not None:
+                if owner != name:
+                    self.renamed[name] = owner
+                continue
             old = m.sockets.get(name)
-            if old is None and spec.bind_key in renamable:
-                self.renamed[name] = renamable.pop(spec.bind_key)
-                continue
-            if old is not None and old.spec.bind_key == spec.bind_key:
-                continue
             if old is not None and old.spec.listen == spec.listen:
                 continue  # same address, other bind options: rebound while its unit is down
             try:
@@ -199,11 +200,11 @@ class Reloader:
         m.generation += 1
 
         # Sockets: renamed ones moved, new ones in, changed options adjusted, rebinding noted.
-        for name, old_name in self.renamed.items():
-            sock = m.sockets.pop(old_name)
+        moved = {name: m.sockets.pop(old_name) for name, old_name in self.renamed.items()}
+        for name, sock in moved.items():  # all taken out first: names may be swapped
             m.loop.remove_reader(sock.fd)  # its unit watches it again under the new name
             m.sockets[name] = sock
-            m.log.info(f"socket {old_name} is now named {name}")
+            m.log.info(f"socket {self.renamed[name]} is now named {name}")
         retired_sockets = []
         for name, spec in model.sockets.items():
             old = m.sockets.get(name)

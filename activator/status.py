@@ -248,7 +248,11 @@ def command(runtime_dir: str, as_json: bool) -> int:
     from activator import locate
 
     here = locate.activator_pid(runtime_dir, data["pid"])
-    add_usage(data, seen_here=locate.pid_translator(here, data["pid"]) if here else lambda pid: None)
+    if here is None:  # e.g. pid 1 of a PID namespace that has ended, read from the host
+        print(f"activator status: no running activator in {runtime_dir}: activator (pid "
+              f"{data['pid']}) is not running here; status.json is stale", file=sys.stderr)
+        return 1
+    add_usage(data, seen_here=locate.pid_translator(here, data["pid"]))
     if as_json:
         print(json.dumps(data, indent=2))
     else:

@@ -412,6 +412,12 @@ def test_status_and_reload_from_outside_activators_pid_namespace(activator):
                             env=a.env, timeout=60)
     assert result.returncode == 0 and "applied" in result.stdout, result.stderr
     a.wait_state("two", "running")
+    assert a.stop() == 0
+    # pid 1 of status.json is now the host's init, not an activator: stale, from the host too
+    for command in ("status", "reload"):
+        stale = subprocess.run([PYTHON, "-m", "activator", command], capture_output=True, text=True,
+                               env=a.env, timeout=60)
+        assert stale.returncode == 1 and "not running here" in stale.stderr, stale
 
 
 def test_status_without_a_running_activator_fails(tmp_path):
@@ -446,6 +452,34 @@ def test_renaming_a_socket_keeps_the_open_socket(activator):
     assert client.failures == []
     assert a.status()["units"]["web"]["sockets"][0]["name"] == "www"
     assert get(port).split()[1] == "v1"
+
+
+def test_two_sockets_that_swap_addresses_keep_their_open_sockets(activator):
+    """x on port 1 and y on port 2 become x on port 2 and y on port 1: two renames of open
+    sockets, nothing to bind (binding either anew would find its port in use)."""
+    one, two = free_port(), free_port()
+
+    def pair(x_port, y_port):
+        return f"""
+            exec: [sleep, infinity]
+            sockets:
+              x: {{listen: "tcp://127.0.0.1:{x_port}"}}
+              y: {{listen: "tcp://127.0.0.1:{y_port}"}}
+        """
+    a = activator({"pair": pair(one, two)})
+    a.wait_state("pair", "running")
+    [before] = a.host_pids("pair")
+    inodes = open_fds(before)
+    write_units(a.units_dir, {"pair": pair(two, one)})
+    record = reload_and_wait(a)
+    assert record["outcome"] == "applied", record
+    wait_for(lambda: a.host_pids("pair") not in ([], [before]), 15, what="pair restarted")
+    data = a.wait_state("pair", "running")
+    assert [(s["name"], s["listen"]) for s in data["units"]["pair"]["sockets"]] == [
+        ("x", f"tcp://127.0.0.1:{two}"), ("y", f"tcp://127.0.0.1:{one}")]
+    [after] = a.host_pids("pair")
+    assert after != before  # its sockets changed: restarted
+    assert (open_fds(after)[3], open_fds(after)[4]) == (inodes[4], inodes[3])  # the same open sockets
 
 
 def test_a_reload_that_changes_a_unit_which_gave_up_starts_it_again(activator, tmp_path):
