@@ -188,7 +188,8 @@ def test_after_only_orders(activator, tmp_path):
             exec: [sh, -c, "echo second >> {log}; exec sleep infinity"]
             after: [first]
         """})
-    a.wait_state("second", "running")
+    a.wait_state("second", "running")  # simple: running once forked, maybe before its echo
+    wait_for(lambda: len(lines(log)) == 2, 10, what="both lines")
     assert lines(log) == ["first", "second"]
 
 
