@@ -238,12 +238,13 @@ class Reloader:
                 continue
             old = service.unit
             dependency_failed = bool(service.failed and service.failed.startswith("required unit"))
-            changed = old.fingerprint != unit.fingerprint or name in self.rebinding
+            changed = old.fingerprint != unit.fingerprint
             gave_up = any(slot.state is S.FAILED and slot.proc is None for slot in service.slots)
-            if changed and not gave_up and name not in self.rebinding and (
+            rebinding = name in self.rebinding
+            if changed and not gave_up and not rebinding and (
                     old.replace(instances=unit.instances).fingerprint == unit.fingerprint):
                 self.rescale(service, unit)  # only `instances` changed, as Circus's incr/decr
-            elif changed:
+            elif changed or rebinding:
                 m.log.info("changed: restarting", unit=name)
                 self.replace(service, unit)
             else:
