@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check(args) -> int:
-    from activator import units
+    from activator import discovery, units
 
-    dirs, explicit = units.directories(args.units, os.environ)
+    dirs, explicit = discovery.directories(args.units, os.environ)
     try:
         model = units.load(dirs, os.environ, explicit)
     except units.UnitsError as e:
@@ -151,9 +151,9 @@ def parse_run_arguments(argv: list[str]) -> tuple[list[str], str, list[str] | No
 
 def run(argv: list[str]) -> int:
     units_dirs, log_format, command_line = parse_run_arguments(argv)
-    from activator import loading
+    from activator import discovery, loading
 
-    dirs, explicit = loading.directories(units_dirs, os.environ)
+    dirs, explicit = discovery.directories(units_dirs, os.environ)
     dirs = [os.path.abspath(d) for d in dirs]
     loader = loading.start(dirs, dict(os.environ), explicit)  # reads while we import the init
 

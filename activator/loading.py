@@ -17,9 +17,6 @@ of the event loop, and the child, once it exits, is reaped like any orphan.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-
-DEFAULT_DIRECTORY = "/etc/activator/units"
 
 
 class LoadFailed(Exception):
@@ -108,12 +105,3 @@ def wait(pid: int, fd: int):
         os.close(fd)
         os.waitpid(pid, 0)  # our own child, before any reaper exists
     return result(b"".join(chunks))
-
-
-def directories(given: list[str] | None, environ: Mapping[str, str]) -> tuple[list[str], bool]:
-    """The units directories in override order, and whether they were named explicitly."""
-    if given:
-        return list(given), True
-    if environ.get("ACTIVATOR_UNITS"):
-        return [d for d in environ["ACTIVATOR_UNITS"].split(":") if d], True
-    return [DEFAULT_DIRECTORY], False

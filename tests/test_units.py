@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from activator import loading
+from activator import model as unitmodel
+from activator import discovery, templates
 from activator import units
 from activator.service import backoff
 from unitfiles import Stack, only_unit
@@ -40,33 +41,33 @@ def test_activator_units_is_colon_separated_and_later_overrides(stack):
     stack.unit("web", "description: a\n", "a")
     stack.unit("web", "description: b\n", "b")
     environ = {"PATH": stack.environ["PATH"], "ACTIVATOR_UNITS": f"{stack.root / 'a'}:{stack.root / 'b'}"}
-    assert units.directories(None, environ) == ([str(stack.root / "a"), str(stack.root / "b")], True)
+    assert discovery.directories(None, environ) == ([str(stack.root / "a"), str(stack.root / "b")], True)
     assert units.load(None, environ).units["web"].description == "b"
 
 
 def test_units_flags_win_over_the_environment_variable(stack):
     environ = {"ACTIVATOR_UNITS": "/nonexistent"}
-    assert units.directories(["/x", "/y"], environ) == (["/x", "/y"], True)
+    assert discovery.directories(["/x", "/y"], environ) == (["/x", "/y"], True)
 
 
 def test_a_directory_in_activator_units_that_is_missing_is_an_error(stack):
     environ = {"PATH": stack.environ["PATH"], "ACTIVATOR_UNITS": str(stack.root / "missing")}
-    with pytest.raises(units.UnitsError) as e:
+    with pytest.raises(unitmodel.UnitsError) as e:
         units.load(None, environ)
     assert str(e.value) == f"{stack.root / 'missing'}: units directory does not exist"
 
 
 def test_the_default_directory_may_be_missing(stack, monkeypatch):
-    monkeypatch.setattr(loading, "DEFAULT_DIRECTORY", str(stack.root / "etc-activator-units"))
-    dirs, explicit = units.directories(None, {})
+    monkeypatch.setattr(discovery, "DEFAULT_DIRECTORY", str(stack.root / "etc-activator-units"))
+    dirs, explicit = discovery.directories(None, {})
     assert (dirs, explicit) == ([str(stack.root / "etc-activator-units")], False)
     model = units.load(None, {})
     assert dict(model.units) == {} and model.layers == () and model.warnings == ()
 
 
 def test_the_default_directory_is_etc_activator_units():
-    assert units.directories(None, {}) == (["/etc/activator/units"], False)
-    assert units.directories([], {"ACTIVATOR_UNITS": ""}) == (["/etc/activator/units"], False)
+    assert discovery.directories(None, {}) == (["/etc/activator/units"], False)
+    assert discovery.directories([], {"ACTIVATOR_UNITS": ""}) == (["/etc/activator/units"], False)
 
 
 def test_a_units_directory_named_on_the_command_line_must_exist(stack):
@@ -140,9 +141,9 @@ def test_a_drop_in_is_deep_merged_over_its_unit(stack):
         """)
     stack.unit("cache")
     web = stack.load().units["web"]
-    assert dict(web.environment) == {"A": units.templates.parse("1"),
-                                     "B": units.templates.parse("two"),
-                                     "C": units.templates.parse("3")}
+    assert dict(web.environment) == {"A": templates.parse("1"),
+                                     "B": templates.parse("two"),
+                                     "C": templates.parse("3")}
     assert web.after == ("cache",)  # a list replaces
     assert web.description == "web"
     assert web.sockets[0].backlog == 20 and str(web.sockets[0].listen) == "tcp://*:8000"
@@ -541,7 +542,7 @@ def test_the_model_is_frozen(stack):
 def test_the_defaults_of_a_minimal_unit(stack):
     stack.write("web.yaml", "exec: 'true'\n")
     web = only_unit(stack.load())
-    assert web == units.Unit(name="web", exec=(units.templates.parse("true"),),
+    assert web == unitmodel.Unit(name="web", exec=(templates.parse("true"),),
                              files=(str(stack.units / "web.yaml"),))
     assert (web.type, web.instances, web.restart, web.restart_sec, web.restart_max_sec) == (
         "simple", 1, "on-failure", 0.1, 10.0)
@@ -666,7 +667,7 @@ def test_reordering_sockets_changes_the_fingerprint_since_it_changes_the_fds(sta
 def test_command_unit_runs_beside_the_first_layer(stack):
     stack.unit("db")
     stack.unit("web", "requires: [db]\n")
-    model = units.with_command(stack.load(), ["sh", "-c", "echo $(sockets.x) $$"], "/tmp")
+    model = unitmodel.with_command(stack.load(), ["sh", "-c", "echo $(sockets.x) $$"], "/tmp")
     main = model.units["main"]
     assert model.layers == (("db", "main"), ("web",))
     assert main.literal_exec and main.exec[2].expand({}, 1, {}) == "echo $(sockets.x) $$"
@@ -676,8 +677,8 @@ def test_command_unit_runs_beside_the_first_layer(stack):
 
 def test_a_unit_named_main_and_a_command_conflict(stack):
     stack.unit("main")
-    with pytest.raises(units.UnitsError) as e:
-        units.with_command(stack.load(), ["true"])
+    with pytest.raises(unitmodel.UnitsError) as e:
+        unitmodel.with_command(stack.load(), ["true"])
     assert "the unit name 'main' is taken by the command given after --" in str(e.value)
 
 

@@ -9,7 +9,8 @@ import signal
 
 import pytest
 
-from activator import units
+from activator import model as unitmodel
+from activator import unitkeys
 from activator.listen import Listen
 from unitfiles import Stack, only_unit
 
@@ -229,8 +230,8 @@ def test_every_service_key_of_the_spec_is_known():
         "start_limit_interval_sec", "timeout_start_sec", "timeout_stop_sec", "kill_signal",
         "reload_signal", "watchdog_sec", "notify_access", "output", "success_action",
         "failure_action"}
-    assert set(units.SERVICE_KEYS) == spec_keys
-    assert set(units.SOCKET_KEYS) == {
+    assert set(unitkeys.SERVICE_KEYS) == spec_keys
+    assert set(unitkeys.SOCKET_KEYS) == {
         "listen", "name", "backlog", "reuse_port", "ipv6_only", "nodelay", "keepalive", "mode",
         "user", "group", "accept", "max_connections"}
 
@@ -352,7 +353,7 @@ def test_numbers_in_an_exec_list_are_arguments_as_written(stack):
 
 # --------------------------------------------------------------------------- socket keys
 
-def socket_of(stack, spec: str) -> units.Socket:
+def socket_of(stack, spec: str) -> unitmodel.Socket:
     stack.unit("web", f"sockets:\n  http: {spec}\n")
     (socket,) = only_unit(stack.load()).sockets
     return socket

@@ -11,7 +11,8 @@ import tempfile
 
 import pytest
 
-from activator import units
+from activator import model as unitmodel
+from activator import unitfile
 from unitfiles import Stack, only_unit
 
 NOBODY = pwd.getpwnam("nobody")
@@ -37,9 +38,9 @@ def program(stack, relative: str, mode: int = 0o755, owner: tuple[int, int] = (0
 def test_a_program_found_in_path(stack):
     stack.unit("web", "exec: sleep 1\n")
     unit = only_unit(stack.load())
-    assert units.find_program("sleep", stack.environ["PATH"], "/", None)[0] in (
+    assert unitmodel.find_program("sleep", stack.environ["PATH"], "/", None)[0] in (
         "/usr/local/bin/sleep", "/usr/bin/sleep", "/bin/sleep")
-    assert units.check_program(unit, stack.environ) is None
+    assert unitfile.check_program(unit, stack.environ) is None
 
 
 def test_a_program_not_in_path(stack):
@@ -183,8 +184,8 @@ def test_the_program_is_not_looked_for_when_user_is_wrong(stack):
 
 def test_find_program_returns_the_errno_exec_would_give(stack):
     path = program(stack, "bin/x", 0o644)
-    assert units.find_program(path, "", "/", None)[1][0] == errno.EACCES
-    assert units.find_program("nothing-here", "/bin", "/", None) == (None, (errno.ENOENT, os.strerror(errno.ENOENT)))
-    assert units.find_program("a\0b", "/bin", "/", None)[1][0] == errno.ENOENT
+    assert unitmodel.find_program(path, "", "/", None)[1][0] == errno.EACCES
+    assert unitmodel.find_program("nothing-here", "/bin", "/", None) == (None, (errno.ENOENT, os.strerror(errno.ENOENT)))
+    assert unitmodel.find_program("a\0b", "/bin", "/", None)[1][0] == errno.ENOENT
     found = program(stack, "bin2/x", 0o755)
-    assert units.find_program("x", f"{stack.root / 'bin'}:{stack.root / 'bin2'}", "/", None) == (found, None)
+    assert unitmodel.find_program("x", f"{stack.root / 'bin'}:{stack.root / 'bin2'}", "/", None) == (found, None)

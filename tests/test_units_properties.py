@@ -16,7 +16,8 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from activator import envfile, templates, units, yamlsource
+from activator import model as unitmodel
+from activator import envfile, templates, unitkeys, units, yamlsource
 from activator.templates import TemplateError
 from unitfiles import PATH
 
@@ -57,7 +58,7 @@ listen_values = st.sampled_from([
 ]) | st.integers(-5, 70000)
 socket_spec = (listen_values | st.fixed_dictionaries(
     {"listen": listen_values},
-    optional={k: plausible | listen_values for k in units.SOCKET_KEYS if k != "listen"},
+    optional={k: plausible | listen_values for k in unitkeys.SOCKET_KEYS if k != "listen"},
 ))
 sockets_value = st.dictionaries(st.sampled_from(["http", "api", "admin", "bad name", ""]),
                                 socket_spec, max_size=3) | yaml_data
@@ -65,7 +66,7 @@ sockets_value = st.dictionaries(st.sampled_from(["http", "api", "admin", "bad na
 
 def unit_document():
     """A mapping with real service keys, values mostly plausible, sometimes unknown keys."""
-    optional = {k: plausible for k in units.SERVICE_KEYS if k not in ("exec", "sockets")}
+    optional = {k: plausible for k in unitkeys.SERVICE_KEYS if k not in ("exec", "sockets")}
     optional.update({k: yaml_data for k in ("description", "instances", "environment", "bogus")})
     optional["sockets"] = sockets_value
     optional["requires"] = st.lists(st.sampled_from(UNIT_NAMES + ["ghost"]), max_size=3)
@@ -121,12 +122,12 @@ def parseable(path: str) -> bool:
 def load_and_check(directory: str) -> None:
     try:
         model = units.load([directory], ENVIRON, True)
-    except units.UnitsError as e:
+    except unitmodel.UnitsError as e:
         assert e.errors, "a UnitsError without errors"
         problems = e.problems
         assert all(p in problems for p in e.errors)
     else:
-        assert isinstance(model, units.Model)
+        assert isinstance(model, unitmodel.Model)
         problems = list(model.warnings)
         assert all(p.warning for p in problems)
         for unit in model.units.values():
@@ -177,8 +178,8 @@ raw_tokens = st.sampled_from([
     "infinity", "SIGTERM", "$(sockets.http)", "nobody", "/tmp", "true --x", "[true, '$(instance)']",
 ])
 raw_lines = st.one_of(
-    st.tuples(st.sampled_from(sorted(units.SERVICE_KEYS)), raw_tokens).map(lambda kv: f"{kv[0]}: {kv[1]}"),
-    st.tuples(st.sampled_from(sorted(units.SOCKET_KEYS)), raw_tokens).map(
+    st.tuples(st.sampled_from(sorted(unitkeys.SERVICE_KEYS)), raw_tokens).map(lambda kv: f"{kv[0]}: {kv[1]}"),
+    st.tuples(st.sampled_from(sorted(unitkeys.SOCKET_KEYS)), raw_tokens).map(
         lambda kv: f"sockets:\n  http:\n    listen: 8000\n    {kv[0]}: {kv[1]}"),
 )
 

@@ -6,6 +6,7 @@ import os
 import textwrap
 from pathlib import Path
 
+from activator import model as unitmodel
 from activator import units
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -41,13 +42,13 @@ class Stack:
     def dirs(self, *names: str) -> list[str]:
         return [str(self.root / n) for n in names] if names else [str(self.units)]
 
-    def load(self, *dirs: str, environ: dict | None = None) -> units.Model:
+    def load(self, *dirs: str, environ: dict | None = None) -> unitmodel.Model:
         return units.load(self.dirs(*dirs), self.environ if environ is None else environ, True)
 
-    def failure(self, *dirs: str, environ: dict | None = None) -> units.UnitsError:
+    def failure(self, *dirs: str, environ: dict | None = None) -> unitmodel.UnitsError:
         try:
             model = self.load(*dirs, environ=environ)
-        except units.UnitsError as e:
+        except unitmodel.UnitsError as e:
             for problem in e.problems:
                 assert problem.location.file, problem
             return e
@@ -67,6 +68,6 @@ class Stack:
         return str(problem).replace(str(self.root) + os.sep, "")
 
 
-def only_unit(model: units.Model) -> units.Unit:
+def only_unit(model: unitmodel.Model) -> unitmodel.Unit:
     assert len(model.units) == 1, list(model.units)
     return next(iter(model.units.values()))

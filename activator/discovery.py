@@ -1,0 +1,87 @@
+"""Where unit files are: the units directories, and the files and drop-ins found in them.
+
+Only `os` is needed here, so PID 1 can ask for the directories without the loader's imports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+from activator.model import Location, Problem
+
+UNIT_NAME = re.compile(r"[A-Za-z0-9_.@-]+\Z")
+DEFAULT_DIRECTORY = "/etc/activator/units"
+UNIT_SUFFIXES = (".yaml", ".yml")
+
+
+def directories(given: list[str] | None, environ: Mapping[str, str]) -> tuple[list[str], bool]:
+    """The units directories in override order, and whether they were named explicitly."""
+    if given:
+        return list(given), True
+    if environ.get("ACTIVATOR_UNITS"):
+        return [d for d in environ["ACTIVATOR_UNITS"].split(":") if d], True
+    return [DEFAULT_DIRECTORY], False
+
+
+def at_line(location: Location) -> Location:
+    """A problem with a unit file as a whole (empty, unreadable, too large) is put on its first
+    line, so that every problem of a unit reads FILE:LINE: unit NAME: message."""
+    return location if location.line else location.replace(line=1)
+
+
+class Found:
+    def __init__(self):
+        self.units: dict[str, str] = {}  # name -> file
+        self.dropins: dict[str, dict[str, str]] = {}  # name -> {basename: file}
+        self.problems: list[Problem] = []
+
+
+def discover(dirs: list[str], explicit: bool) -> Found:
+    found = Found()
+    for directory in dirs:
+        try:
+            entries = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            if explicit:
+                found.problems.append(Problem(Location(directory), None, "units directory does not exist"))
+            continue
+        except OSError as e:
+            found.problems.append(Problem(Location(directory), None, f"cannot read units directory: {e.strerror}"))
+            continue
+        here: dict[str, str] = {}
+        for entry in entries:
+            if entry.startswith("."):
+                continue
+            path = os.path.join(directory, entry)
+            if entry.endswith(".d") and os.path.isdir(path):
+                _discover_dropins(entry[:-2], path, found)
+                continue
+            stem, suffix = os.path.splitext(entry)
+            if suffix not in UNIT_SUFFIXES:
+                continue
+            if not UNIT_NAME.match(stem):
+                found.problems.append(Problem(Location(path, 1), None,
+                                              f"'{stem}' is not a valid unit name (letters, digits, _ . @ -)"))
+                continue
+            if stem in here:
+                found.problems.append(Problem(Location(path, 1), stem,
+                                              f"both {os.path.basename(here[stem])} and {entry} define this unit"))
+                continue
+            here[stem] = path
+        found.units.update(here)  # a later directory overrides a same-named unit
+    return found
+
+
+def _discover_dropins(name: str, directory: str, found: Found) -> None:
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError as e:
+        found.problems.append(Problem(Location(directory), name, f"cannot read drop-in directory: {e.strerror}"))
+        return
+    for entry in entries:
+        if not entry.startswith(".") and entry.endswith(UNIT_SUFFIXES):
+            # For the same file name, the later directory wins.
+            found.dropins.setdefault(name, {})[entry] = os.path.join(directory, entry)
+
