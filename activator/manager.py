@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import heapq
 import os
 import select
 import signal
@@ -33,6 +32,7 @@ import traceback
 
 from activator import activation, log as logmod, spawn
 from activator.log import Log
+from activator.loop import Loop
 from activator.notify import Message, NotifyServer
 from activator.output import OutputPipe
 from activator.service import (ACTIVE, Process, S, Service, Slot, backoff, exit_status, is_clean,
@@ -44,71 +44,6 @@ from activator.model import Model, Unit
 FDSTORE_MAX = 64
 ACCEPT_BATCH = 16
 SHUTDOWN_REAP_SECONDS = 5.0
-
-
-class Timer:
-    __slots__ = ("deadline", "callback", "cancelled")
-
-    def __init__(self, deadline: float, callback):
-        self.deadline = deadline
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-    def __lt__(self, other: "Timer") -> bool:
-        return self.deadline < other.deadline
-
-
-class Loop:
-    """epoll plus a heap of deadlines. Nothing here knows about units."""
-
-    def __init__(self):
-        self.epoll = select.epoll(flags=select.EPOLL_CLOEXEC)
-        self.readers: dict[int, object] = {}
-        self.timers: list[Timer] = []
-
-    def add_reader(self, fd: int, callback) -> None:
-        if fd in self.readers:
-            self.readers[fd] = callback
-            return
-        self.readers[fd] = callback
-        self.epoll.register(fd, select.EPOLLIN)
-
-    def remove_reader(self, fd: int) -> None:
-        if self.readers.pop(fd, None) is not None:
-            try:
-                self.epoll.unregister(fd)
-            except OSError:
-                pass
-
-    def call_later(self, delay: float, callback) -> Timer:
-        timer = Timer(time.monotonic() + max(delay, 0.0), callback)
-        if delay != float("inf"):  # `infinity` (a timeout turned off) never fires
-            heapq.heappush(self.timers, timer)
-        return timer
-
-    def poll(self) -> list:
-        """Wait for the next event or deadline; the callbacks that are due, in order."""
-        while self.timers and self.timers[0].cancelled:
-            heapq.heappop(self.timers)
-        timeout = -1.0
-        if self.timers:
-            # epoll takes at most 2**31 ms; a farther deadline is recomputed after a day.
-            timeout = min(max(self.timers[0].deadline - time.monotonic(), 0.0), 86400.0)
-        events = self.epoll.poll(timeout)
-        due = [self.readers[fd] for fd, _ in events if fd in self.readers]
-        now = time.monotonic()
-        while self.timers and (self.timers[0].cancelled or self.timers[0].deadline <= now):
-            timer = heapq.heappop(self.timers)
-            if not timer.cancelled:
-                timer.cancelled = True
-                due.append(timer.callback)
-        return due
-
-    def close(self) -> None:
-        self.epoll.close()
 
 
 class Manager:
