@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from activator.spawn import Launch
+from activator.spawn import Launch, SpawnError
 from activator.model import Unit, find_program, service_path
 
 PROTOCOL_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID",
@@ -31,14 +31,6 @@ def plain_address(address: str) -> str:
     if address.lower().startswith("::ffff:") and address.count(".") == 3:
         return address[7:]
     return address
-
-
-class ProgramMissing(Exception):
-    def __init__(self, program: str, error: tuple[int, str]):
-        super().__init__(f"cannot execute '{program}': {error[1]}")
-        self.program = program
-        self.errno = error[0]
-        self.text = error[1]
 
 
 def prepare(unit: Unit, number: int, socket_fds: list[int], stored: list[tuple[str, int]],
@@ -84,7 +76,7 @@ def prepare(unit: Unit, number: int, socket_fds: list[int], stored: list[tuple[s
     path, error = find_program(program, env.get("PATH") or service_path(unit, environ),
                                unit.working_directory, unit.credentials)
     if path is None:
-        raise ProgramMissing(program, error)
+        raise SpawnError(program, error[0], error[1])
     return Launch(program=path, argv=argv, env=env, fds=fds, cwd=unit.working_directory,
                   umask=unit.umask, credentials=unit.credentials, pid_variables=tuple(pid_variables),
                   confirm_exec=unit.type == "exec")

@@ -180,9 +180,7 @@ def run(argv: list[str]) -> int:
         return 1
 
     os.chdir("/")  # services start where their unit says; activator holds no directory busy
-    manager = Manager(model, log, runtime_dir())
-    manager.command = command_line
-    manager.explicit_dirs = explicit
+    manager = Manager(model, log, runtime_dir(), command=command_line, explicit_dirs=explicit)
     try:
         manager.boot()
     except BindError as e:

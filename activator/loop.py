@@ -70,6 +70,10 @@ class Loop:
         except OSError:  # closed under us: forget it
             self.registered.discard(fd)
 
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
     def call_later(self, delay: float, callback) -> Timer:
         timer = Timer(time.monotonic() + max(delay, 0.0), callback)
         if delay != float("inf"):  # `infinity` (a timeout turned off) never fires

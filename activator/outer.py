@@ -32,23 +32,24 @@ class OuterManager:
         except Exception as e:  # the outer manager went away: nothing of ours depends on it
             self.log.debug(f"cannot notify the outer manager: {e}")
 
-    def summary(self, manager) -> str:
+    @staticmethod
+    def summary(services: dict) -> str:
         counts: dict[str, int] = {}
-        for service in manager.services.values():
+        for service in services.values():
             state = service.state.value
             counts[state] = counts.get(state, 0) + 1
         parts = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-        return f"{len(manager.services)} units: {parts}" if manager.services else "no units"
+        return f"{len(services)} units: {parts}" if services else "no units"
 
-    def update(self, manager) -> None:
-        status = self.summary(manager)
+    def update(self, services: dict) -> None:
+        status = self.summary(services)
         if status != self.last_status:
             self.last_status = status
             self.send(f"STATUS={status}")
 
-    def ready(self, manager) -> None:
+    def ready(self, services: dict) -> None:
         self.ready_sent = True
-        self.send("READY=1\nSTATUS=" + self.summary(manager))
+        self.send("READY=1\nSTATUS=" + self.summary(services))
 
     def reloading(self) -> None:
         if self.ready_sent:  # before it, the outer manager is still waiting for us to start

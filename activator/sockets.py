@@ -243,3 +243,52 @@ def _describe(spec: Socket, obj: socket.socket | None) -> str:
     host, port = obj.getsockname()[:2]
     host = "*" if not listen.host else f"[{host}]" if ":" in host else host
     return f"{listen.kind}://{host}:{port}"
+
+
+class SocketTable:
+    """Every socket activator holds, by name, for its whole life: bound at boot or by a
+    reload, or inherited from whatever started activator. The one owner of these descriptors:
+    boot, reload and shutdown all go through it."""
+
+    def __init__(self, environ: dict):
+        self.bound: dict[str, BoundSocket] = {}
+        self.inherited = inherited_sockets(environ)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.bound
+
+    def get(self, name: str) -> BoundSocket | None:
+        return self.bound.get(name)
+
+    def items(self):
+        return self.bound.items()
+
+    def bind_all(self, specs) -> None:
+        """Boot: bind every socket; on BindError nothing stays bound."""
+        try:
+            for spec in specs:
+                self.bound[spec.name] = bind(spec, self.inherited)
+        except BindError:
+            self.close_all()
+            raise
+
+    def bind(self, spec: Socket) -> BoundSocket:
+        return bind(spec, self.inherited)
+
+    def put(self, name: str, sock: BoundSocket) -> None:
+        self.bound[name] = sock
+
+    def pop(self, name: str) -> BoundSocket | None:
+        return self.bound.pop(name, None)
+
+    def by_address(self) -> dict:
+        """bind_key -> name of every open socket."""
+        return {s.spec.bind_key: name for name, s in self.bound.items()}
+
+    def holds(self, sock: BoundSocket) -> bool:
+        return any(s is sock for s in self.bound.values())
+
+    def close_all(self) -> None:
+        for sock in self.bound.values():
+            sock.close()
+        self.bound.clear()

@@ -52,7 +52,7 @@ def unit_snapshot(service, sockets: dict) -> dict:
     state = service.state
     healthy = state in (S.RUNNING, S.EXITED, S.RELOADING) or (
         state is S.WAITING and (unit.start == "on-demand" or unit.accepts))
-    failure = service.failed or next((s.failure for s in service.slots if s.state is S.FAILED and s.failure), None)
+    failure = service.failure or next((s.failure for s in service.slots if s.state is S.FAILED and s.failure), None)
     entry = {
         "state": state.value,
         "description": unit.description,
@@ -61,7 +61,7 @@ def unit_snapshot(service, sockets: dict) -> dict:
         "healthy": healthy,
         "failure": failure,
         "instances": instances,
-        "sockets": [{"name": s.name, "listen": sockets[s.name].address if s.name in sockets else str(s.listen),
+        "sockets": [{"name": s.name, "listen": sockets.get(s.name).address if s.name in sockets else str(s.listen),
                      "fd": 3 + i} for i, s in enumerate(unit.sockets)],
     }
     if unit.accepts:
@@ -69,24 +69,25 @@ def unit_snapshot(service, sockets: dict) -> dict:
     return entry
 
 
-def snapshot(manager) -> dict:
+def snapshot(services: dict, sockets, generation: int, started_wall: float, reload_record: dict) -> dict:
+    """status.json's content, from what the running activator knows (read only)."""
     return {
         "pid": os.getpid(),
         "version": __version__,
-        "started": rfc3339(manager.started_wall),
-        "generation": manager.generation,
-        "units": {name: unit_snapshot(service, manager.sockets) for name, service in manager.services.items()},
-        "reload": dict(manager.reload_record),
+        "started": rfc3339(started_wall),
+        "generation": generation,
+        "units": {name: unit_snapshot(service, sockets) for name, service in services.items()},
+        "reload": dict(reload_record),
     }
 
 
 class StatusWriter:
-    def __init__(self, manager):
-        self.manager = manager
-        self.path = os.path.join(manager.runtime_dir, STATUS_FILE)
+    def __init__(self, runtime_dir: str, log):
+        self.log = log
+        self.path = os.path.join(runtime_dir, STATUS_FILE)
 
-    def write(self) -> None:
-        data = json.dumps(snapshot(self.manager), indent=1).encode() + b"\n"
+    def write(self, snapshot: dict) -> None:
+        data = json.dumps(snapshot, indent=1).encode() + b"\n"
         temporary = f"{self.path}.{os.getpid()}.tmp"
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -96,7 +97,7 @@ class StatusWriter:
                 os.close(fd)
             os.replace(temporary, self.path)
         except OSError as e:
-            self.manager.log.warning(f"cannot write {self.path}: {e.strerror}")
+            self.log.warning(f"cannot write {self.path}: {e.strerror}")
 
 
 # ---------------------------------------------------------------------- the command

@@ -1,0 +1,66 @@
+"""From a unit's instance to a running process: environment, descriptors, output, spawn.
+
+`Launcher.start` builds what the process receives (activation.py), gives it its output pipes
+(`output: prefix`), /dev/null or activator's own streams, spawns it (spawn.py) and returns the
+new `Process`, or raises SpawnError when the program could not be executed (or OSError when
+a resource ran out); nothing is left open then. It decides nothing about units. The output
+pipes it relays itself, as readers of the loop.
+"""
+
+from __future__ import annotations
+
+import os
+
+from activator import activation, spawn
+from activator.log import Log
+from activator.model import Unit
+from activator.output import OutputPipe
+from activator.service import Process, Slot
+
+
+class Launcher:
+    def __init__(self, loop, environ: dict, log: Log, notify_path: str | None, is_pid1: bool):
+        self.loop = loop
+        self.environ = environ
+        self.base_env = activation.base_environment(environ)
+        self.log = log
+        self.notify_path = notify_path
+        self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        # Only as PID 1 is the namespace's next pid ours to predict (spawn.py, step 2).
+        self.pid_guess = spawn.PidGuess() if is_pid1 else None
+
+    def start(self, unit: Unit, slot: Slot | None, number: int, label: str, socket_fds: list[int],
+              stored: list[tuple[str, int]], connection: dict | None = None) -> Process:
+        launch = activation.prepare(unit, number, socket_fds, stored, self.base_env, self.environ,
+                                    self.notify_path, connection)
+        launch.stdin = None if unit.literal_exec else self.devnull
+        pipes: list[tuple[int, int, str]] = []
+        try:
+            if unit.output == "null":
+                launch.stdout = launch.stderr = self.devnull
+            elif unit.output == "prefix":
+                for stream in ("stdout", "stderr"):
+                    r, w = os.pipe2(os.O_CLOEXEC)
+                    pipes.append((r, w, stream))
+                launch.stdout, launch.stderr = pipes[0][1], pipes[1][1]
+            pid = spawn.spawn(launch, self.pid_guess)
+        except BaseException:
+            for r, w, _ in pipes:
+                os.close(r)
+                os.close(w)
+            raise
+        proc = Process(pid, unit, slot, number, label)
+        for r, w, stream in pipes:
+            os.close(w)
+            os.set_blocking(r, False)
+            pipe = OutputPipe(r, stream, self.log, unit.name, number, label)
+            pipe.pid = pid
+            proc.pipes.append(pipe)
+            self.loop.add_reader(r, lambda p=pipe: self.relay(p, proc))
+        return proc
+
+    def relay(self, pipe: OutputPipe, proc: Process) -> None:
+        if not pipe.read():
+            self.loop.remove_reader(pipe.fd)
+            pipe.close()
+            proc.pipes.remove(pipe)
