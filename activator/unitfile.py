@@ -16,13 +16,12 @@ from collections.abc import Mapping
 
 from activator import envfile, templates, yamlsource
 from activator.discovery import at_line
-from activator.listen import ListenError
-from activator.listen import parse as parse_listen
 from activator.model import (Credentials, Location, Problem, Socket, Unit, find_program, may_enter,
                              service_path, user_label)
 from activator.templates import Template, TemplateError
-from activator.unitkeys import (DEFAULTS, FDNAME, SERVICE_KEYS, SOCKET_KEYS, UNIT_NAME, Invalid,
-                                as_text, describe, key_name, lookup_account, split_command)
+from activator.unitkeys import (DEFAULTS, SERVICE_KEYS, Invalid, as_text, describe, key_name,
+                                lookup_account, split_command)
+from activator.unitsockets import read_sockets
 from activator.yamlsource import SourceError
 
 class UnitReader:
@@ -121,20 +120,13 @@ class UnitReader:
 
         exec_templates, exec_paths = self.read_exec(doc)
         credentials = self.read_credentials(values["user"], values["group"], ())
-        sockets = self.sockets = self.read_sockets(doc.get("sockets"))
+        sockets = self.sockets = read_sockets(self, doc.get("sockets"))
         environment = self.read_environment(doc.get("environment"))
         env_files, file_environment = self.read_environment_files(doc.get("environment_file"))
         working_directory = self.read_working_directory(values["working_directory"], credentials)
 
         unit_type = values["type"]
-        notify_access = values["notify_access"] or (
-            "main" if unit_type == "notify" or values["watchdog_sec"] else "none")
-        if unit_type == "notify" and notify_access == "none":
-            self.error(("notify_access",), "notify_access: type notify needs main or all: with "
-                       "none, its READY=1 could never be received")
-        if values["watchdog_sec"] and notify_access == "none":
-            self.error(("watchdog_sec",), "watchdog_sec: needs notify_access main or all, to "
-                       "receive WATCHDOG=1")
+        notify_access = self.read_notify_access(values)
 
         # Names of sockets that are declared but wrong count too: their error is reported already.
         declared = doc.get("sockets") if isinstance(doc.get("sockets"), dict) else {}
@@ -145,20 +137,7 @@ class UnitReader:
         names_socket = any(r.kind == "socket" for t in exec_templates or () for r in t.refs)
         socket_env = values["socket_env"] if values["socket_env"] is not None else not names_socket
 
-        accepting = [s for s in sockets if s.accept]
-        if accepting:
-            if len(sockets) > 1:
-                self.error(("sockets",), f"sockets: socket '{accepting[0].key}' has accept: true, so "
-                           "it must be the unit's only socket (each process gets its connection as fd 3)")
-            if values["instances"] != 1:
-                self.error(("instances",), "instances: a unit with an accept socket starts one "
-                           "process per connection, so instances must be 1 (limit them with "
-                           "max_connections)")
-            if unit_type in ("notify", "oneshot"):
-                self.error(("type",), f"type: {unit_type} does not fit a unit with an accept socket "
-                           "(use simple or exec)")
-        if values["start"] == "on-demand" and not doc.get("sockets"):
-            self.error(("start",), "start: on-demand needs at least one socket to wait on")
+        self.check_socket_use(values, sockets, bool(doc.get("sockets")))
 
         self.check_dependencies(values, known_units)
 
@@ -189,6 +168,36 @@ class UnitReader:
                 self.error(exec_paths[0] if exec_paths else ("exec",), f"exec: {problem}")
         if not self.failed:
             self.unit = unit
+
+    def read_notify_access(self, values: dict) -> str:
+        unit_type = values["type"]
+        notify_access = values["notify_access"] or (
+            "main" if unit_type == "notify" or values["watchdog_sec"] else "none")
+        if unit_type == "notify" and notify_access == "none":
+            self.error(("notify_access",), "notify_access: type notify needs main or all: with "
+                       "none, its READY=1 could never be received")
+        if values["watchdog_sec"] and notify_access == "none":
+            self.error(("watchdog_sec",), "watchdog_sec: needs notify_access main or all, to "
+                       "receive WATCHDOG=1")
+        return notify_access
+
+    def check_socket_use(self, values: dict, sockets: list[Socket], declared: bool) -> None:
+        """What an accept socket or on-demand start asks of the rest of the unit."""
+        unit_type = values["type"]
+        accepting = [s for s in sockets if s.accept]
+        if accepting:
+            if len(sockets) > 1:
+                self.error(("sockets",), f"sockets: socket '{accepting[0].key}' has accept: true, so "
+                           "it must be the unit's only socket (each process gets its connection as fd 3)")
+            if values["instances"] != 1:
+                self.error(("instances",), "instances: a unit with an accept socket starts one "
+                           "process per connection, so instances must be 1 (limit them with "
+                           "max_connections)")
+            if unit_type in ("notify", "oneshot"):
+                self.error(("type",), f"type: {unit_type} does not fit a unit with an accept socket "
+                           "(use simple or exec)")
+        if values["start"] == "on-demand" and not declared:
+            self.error(("start",), "start: on-demand needs at least one socket to wait on")
 
     def check_templates(self, exec_templates, exec_paths, environment, socket_names: set[str]) -> None:
         sites = list(zip(exec_paths, exec_templates))
@@ -374,88 +383,6 @@ class UnitReader:
         else:
             groups = (gid,)
         return Credentials(uid, gid, groups, name, home)
-
-    def read_sockets(self, value) -> list[Socket]:
-        if value is None:
-            return []  # `sockets:` with every entry commented out
-        if not isinstance(value, dict):
-            self.error(("sockets",), "sockets: expected a mapping of socket names to socket specs, "
-                       f"got {describe(value)}")
-            return []
-        result = []
-        for key, spec in value.items():
-            path = ("sockets", key)
-            if not UNIT_NAME.match(key):
-                self.error(path, f"sockets: '{key}' is not a valid socket name (letters, digits, _ . @ -)")
-                continue
-            if isinstance(spec, (int, str)) and not isinstance(spec, bool):
-                spec = {"listen": spec}  # `http: 8000` for `http: {listen: 8000}`
-                self.doc.lines[path + ("listen",)] = self.doc.lines.get(path)
-            if not isinstance(spec, dict):
-                self.error(path, f"sockets.{key}: expected a socket spec (a mapping with listen:), "
-                           f"got {describe(spec)}")
-                continue
-            socket = self.read_socket(key, spec, path)
-            if socket:
-                result.append(socket)
-        return result
-
-    def read_socket(self, key: str, spec: dict, path: tuple) -> Socket | None:
-        errors_before = len(self.problems)
-        self.unknown_keys(SOCKET_KEYS, spec, path, "socket")
-        values = self.convert_all(SOCKET_KEYS, spec, path)
-        if "listen" not in spec:
-            self.error(path, f"sockets.{key}: missing key 'listen': the address to bind")
-            return None
-        try:
-            listen = parse_listen(spec["listen"])
-        except ListenError as e:
-            self.error(path + ("listen",), f"sockets.{key}.listen: {e}")
-            return None
-        name = values["name"] if values["name"] is not None else key
-        if not FDNAME.match(name):
-            self.error(path + ("name",), f"sockets.{key}.name: '{name}' cannot be passed in "
-                       "LISTEN_FDNAMES (1 to 255 printable characters, no ':' or blank)")
-        kind = listen.kind
-        if values["accept"] and not listen.is_stream:
-            self.error(path + ("accept",), f"sockets.{key}.accept: only stream sockets (tcp, unix) "
-                       f"accept connections; {listen} is {kind}")
-        # Options that do nothing for this kind of socket are ignored, as systemd does, with a
-        # warning: a slip worth pointing out, not a reason to refuse the whole stack.
-        useless = {}
-        for option in ("nodelay", "keepalive"):
-            if values[option] and kind != "tcp":
-                useless[option] = "applies to tcp sockets only"
-        if values["reuse_port"] and kind not in ("tcp", "udp", "inherit"):
-            useless["reuse_port"] = "applies to tcp and udp sockets only"
-        if values["ipv6_only"] and kind != "inherit" and not (listen.is_inet and (listen.is_ipv6 or not listen.host)):
-            useless["ipv6_only"] = "applies to IPv6 addresses and bare ports only"
-        for option in ("mode", "user", "group"):
-            if option in spec and not listen.is_file:
-                useless[option] = "applies to unix socket files and fifos only"
-        if "max_connections" in spec and not values["accept"]:
-            useless["max_connections"] = "applies with accept: true only"
-        if kind == "inherit":
-            for option in ("backlog", "reuse_port", "ipv6_only"):
-                if option in spec:
-                    useless[option] = "an inherited socket is already bound"
-        for option, reason in useless.items():
-            self.warn(path + (option,), f"sockets.{key}.{option}: {reason}; ignored")
-        uid = gid = None
-        if values["user"] is not None or values["group"] is not None:
-            credentials = self.read_credentials(values["user"], values["group"], path)
-            if credentials:
-                uid = credentials.uid if values["user"] is not None else None
-                gid = credentials.gid
-        if any(not p.warning for p in self.problems[errors_before:]):
-            return None
-        return Socket(
-            name=name, key=key, unit=self.name, listen=listen, backlog=values["backlog"],
-            reuse_port=values["reuse_port"], ipv6_only=values["ipv6_only"], nodelay=values["nodelay"],
-            keepalive=values["keepalive"], mode=values["mode"], uid=uid, gid=gid,
-            accept=values["accept"], max_connections=values["max_connections"],
-            where=self.where(path),
-        )
 
 
 def check_program(unit: Unit, environ: Mapping[str, str]) -> str | None:
