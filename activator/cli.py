@@ -1,4 +1,5 @@
-"""The command line (SPEC §6): run the init, `check`, `status`, `reload`."""
+"""The command line (SPEC §6, §8): run the init, `check`, `status`, `reload`, and the per-unit
+commands (client.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ import sys
 from activator import __version__
 
 RUNTIME_DIR = "/run/activator"
+UNIT_COMMANDS = ("start", "stop", "restart", "signal", "scale", "logs")
 USAGE = """\
 activator [--units DIR]... [--log-format text|json] [-- CMD [ARG...]]
        activator check [--units DIR]...
-       activator status [--json]
-       activator reload"""
+       activator status [UNIT...] [--json] [--wide]
+       activator reload
+       activator start|stop UNIT...
+       activator restart UNIT[.N]...
+       activator signal UNIT[.N] SIGNAL [--group]
+       activator scale UNIT N
+       activator logs [UNIT[.N]...] [-n N] [-f]"""
 DESCRIPTION = """\
 An init for containers: runs as PID 1, reaps every process, binds sockets first and hands them
 to services (LISTEN_FDS or $(sockets.NAME)), serves sd_notify, and is controlled by signals:
@@ -49,7 +56,7 @@ def runtime_dir() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    command = argv[0] if argv and argv[0] in ("check", "status", "reload") else None
+    command = argv[0] if argv and argv[0] in ("check", "status", "reload") + UNIT_COMMANDS else None
     try:
         if command == "check":
             parser = _parser(prog="activator check", description="Validate unit files.")
@@ -57,15 +64,21 @@ def main(argv: list[str] | None = None) -> int:
             return check(parser.parse_args(argv[1:]))
         if command == "status":
             parser = _parser(prog="activator status", description="Show the running stack.")
+            parser.add_argument("units", nargs="*", metavar="UNIT", help="only these units")
             parser.add_argument("--json", action="store_true", help="print status.json with CPU and memory")
+            parser.add_argument("--wide", action="store_true", help="never cut a line to the terminal's width")
             args = parser.parse_args(argv[1:])
             from activator import status
-            return status.command(runtime_dir(), args.json)
+            return status.command(runtime_dir(), args.json, args.units, args.wide)
         if command == "reload":
             parser = _parser(prog="activator reload",
                              description="Reload the unit files of the running activator and wait for the outcome.")
             parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
             return reload(parser.parse_args(argv[1:]))
+        if command in UNIT_COMMANDS:
+            from activator import client
+            return client.run(command, client.add_parsers(_parser)[command].parse_args(argv[1:]),
+                              runtime_dir())
         return run(argv)
     except UsageError as e:
         print(e, file=sys.stderr)
@@ -199,24 +212,45 @@ def run(argv: list[str]) -> int:
 
 
 def reload(args) -> int:
+    """Over the control socket, which answers with the outcome and every error line; by
+    SIGHUP and status.json where there is no control socket."""
+    from activator import client
+
+    directory = runtime_dir()
+    try:
+        reply = client.Connection(directory, timeout=args.timeout).ask({"command": "reload"})
+    except client.NotRunning:
+        return reload_by_signal(args, directory)
+    except (OSError, ValueError) as e:
+        print(f"activator reload: {e}", file=sys.stderr)
+        return 1
+    for error in reply.get("errors") or []:
+        print(error, file=sys.stderr)
+    if "outcome" not in reply:
+        print(f"activator reload: {reply.get('error', 'failed')}", file=sys.stderr)
+        return 1
+    print(f"reload {reply['outcome']} (generation {reply.get('generation')})")
+    return 0 if reply.get("ok") else 1
+
+
+def reload_by_signal(args, directory: str) -> int:
     import signal
     import time
 
     from activator import locate, status
 
-    directory = runtime_dir()
     try:
         with open(os.path.join(directory, "activator.pid")) as f:
             pid = int(f.read().strip())
         before = status.read(directory).get("reload", {}).get("completed", 0)
     except (OSError, ValueError) as e:
         print(f"activator reload: no running activator in {directory}: {e}", file=sys.stderr)
-        return 1
+        return status.NOT_RUNNING
     recorded, pid = pid, locate.activator_pid(directory, pid)
     if pid is None:  # never signal a stranger that happens to have the recorded pid here
         print(f"activator reload: no running activator in {directory}: activator (pid "
               f"{recorded}) is not running here", file=sys.stderr)
-        return 1
+        return status.NOT_RUNNING
     try:
         os.kill(pid, signal.SIGHUP)
     except OSError as e:

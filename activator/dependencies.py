@@ -35,6 +35,8 @@ def may_start(service, services: dict) -> tuple[Start, str | None]:
             if name in unit.requires:
                 return Start.FAIL, name
             continue
+        if dep.state is S.STOPPED and name not in unit.requires:
+            continue  # stopped by command: it orders nothing until started again
         if not dep.started:
             return Start.WAIT, None
     return Start.NOW, None

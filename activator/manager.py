@@ -41,6 +41,7 @@ from activator.log import Log
 from activator.loop import Loop
 from activator.model import Model
 from activator.notified import NotifyApplier
+from activator.control import ControlServer
 from activator.notify import NotifyServer
 from activator.signals import SignalReceiver
 from activator.sockets import SocketTable
@@ -71,8 +72,10 @@ class Manager:
         self.notify: NotifyServer | None = None
         self.outer = None  # the manager that started us, when NOTIFY_SOCKET was set
         self.status_writer: status.StatusWriter | None = None
-        self.reloader = None  # the reload or rolling restart in progress
-        self.pending_commands: set[str] = set()
+        self.operation = None  # the reload, rolling restart or unit command in progress
+        # The ones waiting: ("reload" or "restart", [clients]), ("unit command", (client, request))
+        self.queue: list[tuple] = []
+        self.control: ControlServer | None = None
         self.reload_record: dict = {"requested": 0, "completed": 0, "outcome": None, "errors": [],
                                     "time": None, "generation": 1}
         self.announced_ready = False
@@ -111,6 +114,7 @@ class Manager:
         self.sockets.bind_all(spec for unit in model.units.values() for spec in unit.sockets)
         self.notify = NotifyServer(self.notify_path)
         self.loop.add_reader(self.notify.fd, self.handle_notify)
+        self.control = ControlServer(self.loop, self.runtime_dir, self.log, self.handle_control)
         if self.environ.get("NOTIFY_SOCKET"):
             from activator.outer import OuterManager
             self.outer = OuterManager(self.log)
@@ -167,10 +171,10 @@ class Manager:
         if self.finished:
             return
         sup.schedule()
-        if self.reloader is not None:
-            self.reloader.advance()
-            if self.reloader.finished:
-                self.reload_finished()
+        if self.operation is not None:
+            self.operation.advance()
+            if self.operation.finished:
+                self.operation_finished()
 
     def snapshot(self) -> dict:
         sup = self.supervisor
@@ -228,39 +232,96 @@ class Manager:
     def handle_notify(self) -> None:
         self.notified.handle(self.notify.receive())
 
-    # ------------------------------------------------------------------ reload
+    # ------------------------------------------------------------------ operations
 
-    def request(self, command: str) -> None:
-        """A reload ("reload") or rolling restart ("restart"); one at a time, the next one
-        coalesced: whatever arrives while one runs makes it run once more afterwards."""
+    def request(self, command: str, client=None) -> None:
+        """A reload ("reload") or rolling restart ("restart"). Operations run one at a time;
+        a request for one already waiting joins it, so a burst runs once afterwards."""
+        for entry in self.queue:
+            if entry[0] == command:
+                if client is not None:
+                    entry[1].append(client)
+                return
+        self.queue.append((command, [client] if client is not None else []))
+        self.begin_next()
+
+    def begin_next(self) -> None:
+        from activator.commands import OPERATIONS, Refused
         from activator.reload import Reloader
 
-        if self.reloader is not None:
-            self.pending_commands.add(command)
-            return
-        self.reload_record["requested"] += 1
-        if self.outer is not None:
-            self.outer.reloading()
-        main = self.supervisor.model.units.get("main") if self.command is not None else None
-        self.reloader = Reloader(self.supervisor, command, self.environ, self.explicit_dirs, main)
-        self.supervisor.listener = self.reloader
-        self.reloader.begin()
-        self.mark_dirty()
+        while self.operation is None and self.queue and not self.supervisor.shutting_down:
+            kind, waiting = self.queue.pop(0)
+            if kind in ("reload", "restart"):
+                self.reload_record["requested"] += 1
+                if self.outer is not None:
+                    self.outer.reloading()
+                main = self.supervisor.model.units.get("main") if self.command is not None else None
+                operation = Reloader(self.supervisor, kind, self.environ, self.explicit_dirs, main)
+                operation.clients += waiting
+            else:  # ("unit command", (client, request))
+                client, request = waiting
+                operation = OPERATIONS[request["command"]](self.supervisor, client, request)
+            self.operation = operation
+            self.supervisor.listener = operation
+            try:
+                operation.begin()
+            except Refused as e:
+                self.operation, self.supervisor.listener = None, Listener()
+                client.reply({"ok": False, "error": str(e)})
+            self.mark_dirty()
 
-    def reload_finished(self) -> None:
-        reloader, self.reloader = self.reloader, None
+    def operation_finished(self) -> None:
+        operation, self.operation = self.operation, None
         self.supervisor.listener = Listener()
+        if not hasattr(operation, "client"):  # a reload or rolling restart
+            self.reload_finished(operation)
+        else:
+            operation.client.reply(operation.reply)
+        self.mark_dirty()
+        self.begin_next()
+
+    def reload_finished(self, reloader) -> None:
         self.reload_record.update(completed=self.reload_record["completed"] + 1,
                                   outcome=reloader.outcome, errors=reloader.errors,
                                   time=logmod.rfc3339(), generation=self.supervisor.generation)
         what = "rolling restart" if reloader.command == "restart" else "reload"
         if self.outer is not None:
             self.outer.reloaded(f"{what} {reloader.outcome}")
-        self.mark_dirty()
-        if self.pending_commands and not self.supervisor.shutting_down:
-            command = "reload" if "reload" in self.pending_commands else "restart"
-            self.pending_commands.discard(command)
-            self.request(command)
+        for client in reloader.clients:
+            client.reply({"ok": reloader.outcome == "applied", "outcome": reloader.outcome,
+                          "generation": self.supervisor.generation, "errors": reloader.errors})
+
+    def handle_control(self, client, request: dict) -> None:
+        """A request on the control socket (control.py; the commands are in commands.py)."""
+        from activator import commands
+
+        command = request["command"]
+        try:
+            if command == "status":
+                client.reply({"ok": True, "status": self.status_of(request.get("units"))})
+            elif command == "signal":
+                client.reply(commands.send_signal(self.supervisor, request))
+            elif self.supervisor.shutting_down:
+                raise commands.Refused("activator is shutting down")
+            elif command in ("reload", "restart-all"):
+                self.request("reload" if command == "reload" else "restart", client)
+            elif command in commands.OPERATIONS:
+                self.queue.append(("unit command", (client, request)))
+                self.begin_next()
+            else:
+                raise commands.Refused(f"unknown command {command!r}")
+        except commands.Refused as e:
+            client.reply({"ok": False, "error": str(e)})
+
+    def status_of(self, units) -> dict:
+        data = self.snapshot()
+        if units:
+            unknown = [u for u in units if u not in data["units"]]
+            if unknown:
+                from activator.commands import Refused
+                raise Refused(f"no unit named {', '.join(map(repr, unknown))}")
+            data["units"] = {name: data["units"][name] for name in units}
+        return data
 
     # ------------------------------------------------------------------ shutdown
 
@@ -289,6 +350,8 @@ class Manager:
         for service in self.services.values():
             service.fdstore.close()
         self.sockets.close_all()
+        if self.control is not None:
+            self.control.close_all()
         self.status_writer.write(self.snapshot())
         if self.notify is not None:
             self.notify.close()

@@ -48,6 +48,7 @@ class Reloader(Listener):
         self.outcome: str | None = None  # "applied", "partial" or "refused"
         self.loader_fd = -1  # while the unit files are being read in a child process
         self.loaded: list[bytes] = []
+        self.clients: list = []  # control-socket clients waiting for the outcome
 
     @property
     def errors(self) -> list[str]:
@@ -175,9 +176,11 @@ class Reloader(Listener):
             self.replacer.adding.add(name)
             self.log.info("new unit", unit=name)
         for name in plan.rescaled:
+            sup.services[name].scaled = None  # the files say again how many
             self.replacer.rescale(sup.services[name], model.units[name])
         for name in plan.restarted:
             self.log.info("changed: restarting", unit=name)
+            sup.services[name].scaled = None
             self.replacer.replace(sup.services[name], model.units[name])
         for name in plan.unchanged:
             service = sup.services[name]

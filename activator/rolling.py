@@ -20,6 +20,11 @@ from activator.states import P, S, StopReason
 from activator.supervisor import Supervisor
 
 
+def wanted(service: Service, unit: Unit) -> int:
+    """How many instances `service` runs: what `activator scale` said, else its files."""
+    return service.scaled if service.scaled is not None else unit.instances
+
+
 class Roll:
     """Replace the processes of a service's slots one at a time.
 
@@ -53,7 +58,8 @@ class Replacer:
         self.errors: list[str] = []
 
     def replace(self, service: Service, unit: Unit) -> None:
-        """Restart `service` with `unit`: rolling when it has several instances."""
+        """Restart `service` with `unit`: rolling when it has several instances (as many as
+        `activator scale` asked for, if it did)."""
         sup = self.supervisor
         old_count = len(service.slots)
         if service.unit.sockets != unit.sockets or service.unit.accepts:
@@ -87,10 +93,10 @@ class Replacer:
         self.scale(service, unit, old_count)
 
     def restart_running(self, service: Service, unit: Unit, old_count: int) -> None:
-        keep = min(old_count, unit.instances)
+        keep = min(old_count, wanted(service, unit))
         if service.name in self.rebinding:
             self.restart_all(service, unit)
-        elif unit.instances > 1 and keep > 0:
+        elif wanted(service, unit) > 1 and keep > 0:
             roll = Roll(service, unit, list(range(1, keep + 1)))
             self.rolls[service.name] = roll
             self.roll_next(roll)
@@ -112,8 +118,9 @@ class Replacer:
     def scale(self, service: Service, unit: Unit, old_count: int) -> None:
         if unit.accepts:
             return
-        if unit.instances > old_count:
-            for number in range(old_count + 1, unit.instances + 1):
+        count = wanted(service, unit)
+        if count > old_count:
+            for number in range(old_count + 1, count + 1):
                 slot = Slot(service, number)
                 slot.unit = unit
                 service.slots.append(slot)
@@ -122,10 +129,10 @@ class Replacer:
                 elif service.phase is P.WAITING:
                     slot.enter(S.WAITING)
             self.restarting.add(service.name)
-        elif unit.instances < old_count:
-            service.leaving.extend(service.slots[unit.instances:])
-            self.supervisor.stop_slots(service.slots[unit.instances:])
-            del service.slots[unit.instances:]
+        elif count < old_count:
+            service.leaving.extend(service.slots[count:])
+            self.supervisor.stop_slots(service.slots[count:])
+            del service.slots[count:]
         service.changed()
 
     def restart_slot(self, slot: Slot, unit: Unit) -> None:

@@ -201,6 +201,7 @@ class Service:
         self.leaving: list[Slot] = []  # slots beyond a lowered `instances`, being stopped
         self.connections: dict[int, Process] = {}  # accept units: pid -> process
         self.connection_count = 0
+        self.scaled: int | None = None  # `activator scale`: instances now, until the files change
         self.fdstore = FdStore()
         if not unit.accepts:
             self.slots = [Slot(self, n) for n in range(1, unit.instances + 1)]
@@ -210,7 +211,8 @@ class Service:
         return self.unit.name
 
     def label(self, number: int) -> str:
-        return f"{self.name}.{number}" if self.unit.instances > 1 or self.unit.accepts else self.name
+        several = self.unit.instances > 1 or (self.scaled or 0) > 1 or self.unit.accepts
+        return f"{self.name}.{number}" if several else self.name
 
     def changed(self) -> None:
         self.on_change()
@@ -248,6 +250,8 @@ class Service:
             return S.FAILED
         if self.phase is P.PENDING:
             return S.STARTING
+        if self.phase is P.STOPPED and not self.has_processes():
+            return S.STOPPED
         if self.unit.accepts:  # serving from its socket: running, or waiting when on-demand
             if self.phase is P.STOPPING and not self.connections:
                 return S.EXITED
@@ -304,7 +308,8 @@ def overall_state(states: list[State]) -> State:
     """One state for several instances: the most pressing one wins, running over exited."""
     if not states:
         return S.EXITED
-    for state in (S.FAILED, S.STARTING, S.STOPPING, S.RESTARTING, S.RELOADING, S.RUNNING, S.WAITING):
+    for state in (S.FAILED, S.STARTING, S.STOPPING, S.RESTARTING, S.RELOADING, S.RUNNING, S.WAITING,
+                  S.STOPPED):
         if state in states:
             return state
     return S.EXITED

@@ -22,34 +22,41 @@ class State(enum.Enum):
     RESTARTING = "restarting"
     EXITED = "exited"
     FAILED = "failed"
+    STOPPED = "stopped"  # stopped by command, until started again
 
 
 S = State
 
 TRANSITIONS: dict[State, frozenset[State]] = {
+    # STOPPED (`activator stop`) is entered from STOPPING once the process is gone, or at once
+    # from any state in which the slot has no process.
     # Forked (simple), exec'd, READY=1; or it ended; or a stop, a watchdog, STOPPING=1 came
     # first. WAITING: an on-demand unit, or one slot added by scaling while its unit waits.
-    S.STARTING: frozenset({S.RUNNING, S.EXITED, S.RESTARTING, S.FAILED, S.STOPPING, S.WAITING}),
+    S.STARTING: frozenset({S.RUNNING, S.EXITED, S.RESTARTING, S.FAILED, S.STOPPING, S.WAITING,
+                           S.STOPPED}),
     S.RUNNING: frozenset({S.RELOADING, S.STOPPING, S.RESTARTING, S.EXITED, S.FAILED}),
     S.RELOADING: frozenset({S.RUNNING, S.STOPPING, S.RESTARTING, S.EXITED, S.FAILED}),
     # STARTING: stopped to be started again at once. RUNNING: during a rolling restart, the
     # process being replaced was stopping when its replacement became ready.
-    S.STOPPING: frozenset({S.EXITED, S.FAILED, S.RESTARTING, S.STARTING, S.RUNNING}),
+    S.STOPPING: frozenset({S.EXITED, S.FAILED, S.RESTARTING, S.STARTING, S.RUNNING, S.STOPPED}),
     # FAILED: the start limit refused the restart; EXITED: stopped for good in the backoff;
     # RUNNING: a replacement became ready after the process it replaces had ended.
-    S.RESTARTING: frozenset({S.STARTING, S.FAILED, S.EXITED, S.RUNNING}),
-    S.WAITING: frozenset({S.STARTING, S.FAILED, S.EXITED}),
+    S.RESTARTING: frozenset({S.STARTING, S.FAILED, S.EXITED, S.RUNNING, S.STOPPED}),
+    S.WAITING: frozenset({S.STARTING, S.FAILED, S.EXITED, S.STOPPED}),
     # STARTING: an on-demand unit's next traffic, or a reload's restart; WAITING: on-demand,
     # after a clean exit; FAILED: the start limit refused a reload's restart; RUNNING: as
     # from RESTARTING.
-    S.EXITED: frozenset({S.STARTING, S.WAITING, S.FAILED, S.RUNNING}),
+    S.EXITED: frozenset({S.STARTING, S.WAITING, S.FAILED, S.RUNNING, S.STOPPED}),
     # STARTING: started again by a reload that changed it; EXITED: stopped at shutdown or
     # removal; WAITING: a reload made it on-demand; RUNNING: as from RESTARTING.
-    S.FAILED: frozenset({S.STARTING, S.EXITED, S.WAITING, S.RUNNING}),
+    S.FAILED: frozenset({S.STARTING, S.EXITED, S.WAITING, S.RUNNING, S.STOPPED}),
+    # STARTING: `activator start` or a reload that changes it; EXITED: shutdown or removal.
+    S.STOPPED: frozenset({S.STARTING, S.EXITED}),
 }
 
 ACTIVE = (S.RUNNING, S.RELOADING)
 HEALTHY = (S.RUNNING, S.EXITED, S.WAITING, S.RELOADING)
+AT_REST = (S.EXITED, S.FAILED, S.STOPPED)  # no process, none coming: a unit `start` may start
 
 
 class Phase(enum.Enum):
@@ -59,17 +66,19 @@ class Phase(enum.Enum):
     WAITING = "waiting"  # on-demand: its sockets watched, no process until traffic
     REBINDING = "rebinding"  # down so that a socket can be bound anew (reload), then started
     FAILED = "failed"  # given up as a whole: a required unit failed, or a bug of activator's
+    STOPPED = "stopped"  # stopped by command (`activator stop`), until started again
     STOPPING = "stopping"  # being stopped for good (shutdown, removal)
 
 
 P = Phase
 
 PHASES: dict[Phase, frozenset[Phase]] = {
-    P.PENDING: frozenset({P.ACTIVE, P.WAITING, P.FAILED, P.STOPPING}),
-    P.ACTIVE: frozenset({P.WAITING, P.REBINDING, P.PENDING, P.FAILED, P.STOPPING}),
-    P.WAITING: frozenset({P.ACTIVE, P.PENDING, P.FAILED, P.STOPPING}),
-    P.REBINDING: frozenset({P.ACTIVE, P.FAILED, P.STOPPING}),
-    P.FAILED: frozenset({P.PENDING, P.STOPPING}),  # PENDING: a reload tries it again
+    P.PENDING: frozenset({P.ACTIVE, P.WAITING, P.FAILED, P.STOPPED, P.STOPPING}),
+    P.ACTIVE: frozenset({P.WAITING, P.REBINDING, P.PENDING, P.FAILED, P.STOPPED, P.STOPPING}),
+    P.WAITING: frozenset({P.ACTIVE, P.PENDING, P.FAILED, P.STOPPED, P.STOPPING}),
+    P.REBINDING: frozenset({P.ACTIVE, P.FAILED, P.STOPPED, P.STOPPING}),
+    P.FAILED: frozenset({P.PENDING, P.STOPPED, P.STOPPING}),  # PENDING: a reload or start tries again
+    P.STOPPED: frozenset({P.PENDING, P.STOPPING}),  # PENDING: started again (command, reload)
     P.STOPPING: frozenset(),  # for good: a stopped unit is removed or activator exits
 }
 

@@ -28,6 +28,7 @@ from activator.log import rfc3339
 from activator.service import S
 
 STATUS_FILE = "status.json"
+NOT_RUNNING = 3  # the exit status of a command that finds no activator (SPEC §8)
 
 
 def _when(wall: float | None) -> str | None:
@@ -50,7 +51,7 @@ def unit_snapshot(service, sockets: dict) -> dict:
             "errno": slot.notify_errno,
         })
     state = service.state
-    healthy = state in (S.RUNNING, S.EXITED, S.RELOADING) or (
+    healthy = state in (S.RUNNING, S.EXITED, S.RELOADING, S.STOPPED) or (
         state is S.WAITING and (unit.start == "on-demand" or unit.accepts))
     failure = service.failure or next((s.failure for s in service.slots if s.state is S.FAILED and s.failure), None)
     entry = {
@@ -66,6 +67,8 @@ def unit_snapshot(service, sockets: dict) -> dict:
     }
     if unit.accepts:
         entry["connections"] = len(service.connections)
+    if service.scaled is not None:
+        entry["scaled"] = {"instances": service.scaled, "in_files": unit.instances}
     return entry
 
 
@@ -191,20 +194,24 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:max(width - 1, 0)] + "…"
 
 
-def table(data: dict, with_usage: bool = True) -> str:
-    """The status as a table that fits 100 columns: one line per unit, one per extra instance."""
+def table(data: dict, with_usage: bool = True, width: int | None = 100) -> str:
+    """The status as a table, one line per unit, one per extra instance; each line cut to
+    `width` columns (None: never cut, for a pipe, a file, `--wide`)."""
     header = f"{'UNIT':<16} {'STATE':<10} {'PID':>7} {'RESTARTS':>8} {'UPTIME':>7} "
     header += f"{'CPU%':>5} {'MEM':>6}  DESCRIPTION · SOCKETS · STATUS"
     lines = [header]
     for name, unit in data.get("units", {}).items():
         instances = unit.get("instances") or [{}]
         several = len(instances) > 1
-        extra = ", ".join(s["listen"] for s in unit.get("sockets", []))
+        extra = ", ".join(f"{s['name']} {s['listen']}" for s in unit.get("sockets", []))
+        if unit.get("scaled"):
+            extra = " · ".join(t for t in (f"scaled to {unit['scaled']['instances']} "
+                                           f"(files: {unit['scaled']['in_files']})", extra) if t)
         if unit.get("connections") is not None:
             extra = f"{extra} ({unit['connections']} connections)"
         extra = " · ".join(t for t in (unit.get("description"), extra) if t)
         if several:
-            lines.append(_row(name, unit["state"], {}, "", "", extra, with_usage))
+            lines.append(_row(name, unit["state"], {}, extra, with_usage, width))
         for i, instance in enumerate(instances):
             label = f"  .{instance.get('instance')}" if several else name
             text = instance.get("status") or ("" if several else "")
@@ -213,13 +220,13 @@ def table(data: dict, with_usage: bool = True) -> str:
             info = extra if not several and i == 0 else ""
             info = " · ".join(t for t in (info, text) if t)
             lines.append(_row(label, instance.get("state", unit["state"]) if several else unit["state"],
-                              instance, None, None, info, with_usage))
+                              instance, info, with_usage, width))
     summary = (f"activator {data.get('version', '?')}, pid {data.get('pid')}, generation "
                f"{data.get('generation')}, up {_uptime(data.get('started'))}")
     return "\n".join(lines + [summary]) + "\n"
 
 
-def _row(label, state, instance, _a, _b, info, with_usage) -> str:
+def _row(label, state, instance, info, with_usage, width) -> str:
     pid = instance.get("pid")
     restarts = instance.get("restarts")
     cpu = instance.get("cpu_percent") if with_usage else None
@@ -228,26 +235,33 @@ def _row(label, state, instance, _a, _b, info, with_usage) -> str:
            f"{restarts if restarts is not None else '':>8} {_uptime(instance.get('started')) if instance else '':>7} "
            f"{(f'{cpu:.1f}' if cpu is not None else '-') if instance else '':>5} "
            f"{_size(rss) if instance else '':>6}  ")
-    return row + _cut(info, 100 - len(row))
+    return row + (_cut(info, width - len(row)) if width else info)
 
 
-def command(runtime_dir: str, as_json: bool) -> int:
+def command(runtime_dir: str, as_json: bool, units: list[str] = (), wide: bool = False) -> int:
     try:
         data = read(runtime_dir)
     except (OSError, ValueError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         print(f"activator status: no running activator in {runtime_dir}: {reason}", file=sys.stderr)
-        return 1
+        return NOT_RUNNING
     from activator import locate
 
     here = locate.activator_pid(runtime_dir, data["pid"])
     if here is None:  # e.g. pid 1 of a PID namespace that has ended, read from the host
         print(f"activator status: no running activator in {runtime_dir}: activator (pid "
               f"{data['pid']}) is not running here; status.json is stale", file=sys.stderr)
+        return NOT_RUNNING
+    unknown = [u for u in units if u not in data.get("units", {})]
+    if unknown:
+        print(f"activator status: no unit named {', '.join(unknown)}", file=sys.stderr)
         return 1
+    if units:
+        data["units"] = {name: data["units"][name] for name in units}
     add_usage(data, seen_here=locate.pid_translator(here, data["pid"]))
     if as_json:
         print(json.dumps(data, indent=2))
     else:
-        sys.stdout.write(table(data))
+        width = None if wide or not sys.stdout.isatty() else max(os.get_terminal_size().columns, 60)
+        sys.stdout.write(table(data, width=width))
     return 0 if healthy(data) else 1

@@ -146,7 +146,7 @@ class Supervisor:
             self.connection_ended(service, proc)
             return
         slot = proc.slot
-        end = how_it_ended(slot, proc, self.shutting_down or service.phase is P.STOPPING)
+        end = how_it_ended(slot, proc, self.shutting_down or service.phase in (P.STOPPING, P.STOPPED))
         if end is End.RETIRED:
             slot.retiring.remove(proc)
             self.log.debug(f"replaced process exited ({status})", **proc.where)
@@ -167,10 +167,13 @@ class Supervisor:
             self.log.info(f"stopped ({status})", **proc.where)
         elif end is End.START_AGAIN:
             self.log.info(f"stopped ({status}); starting again", **proc.where)
-            self.start_slot(slot)
+            self.start_slot(slot, restart=True)  # a replacement, as a rolling one counts
         elif end is End.STOPPED:
             self.log.info(f"stopped ({status})", **proc.where)
-            slot.enter(S.FAILED if service.failure or slot.state is S.FAILED else S.EXITED)
+            if service.phase is P.STOPPED:  # by command: it stays so until started again
+                slot.enter(S.STOPPED)
+            else:
+                slot.enter(S.FAILED if service.failure or slot.state is S.FAILED else S.EXITED)
         else:
             ran = time.monotonic() - proc.started
             self.apply_verdict(slot, after_exit(slot.unit, slot.failures, ran, status, proc.result),
