@@ -12,7 +12,8 @@ USAGE = """\
 activator [--units DIR]... [--log-format text|json] [-- CMD [ARG...]]
        activator check [--units DIR]...
        activator status [--json]
-       activator reload"""
+       activator reload
+       activator import FILE... [--out DIR] [--force]"""
 DESCRIPTION = """\
 An init for containers: runs as PID 1, reaps every process, binds sockets first and hands them
 to services (LISTEN_FDS or $(sockets.NAME)), serves sd_notify, and is controlled by signals:
@@ -49,7 +50,7 @@ def runtime_dir() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    command = argv[0] if argv and argv[0] in ("check", "status", "reload") else None
+    command = argv[0] if argv and argv[0] in ("check", "status", "reload", "import") else None
     try:
         if command == "check":
             parser = _parser(prog="activator check", description="Validate unit files.")
@@ -66,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
                              description="Reload the unit files of the running activator and wait for the outcome.")
             parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
             return reload(parser.parse_args(argv[1:]))
+        if command == "import":
+            parser = _parser(prog="activator import", description="Write unit files for the watchers, "
+                             "programs and services of circus.ini, supervisord.conf or systemd files.")
+            parser.add_argument("files", nargs="+", metavar="FILE")
+            parser.add_argument("--out", default="units", metavar="DIR", help="where to write (default units)")
+            parser.add_argument("--force", action="store_true", help="replace unit files that exist")
+            from activator.importing import command as importing
+            return importing.run(parser.parse_args(argv[1:]))
         return run(argv)
     except UsageError as e:
         print(e, file=sys.stderr)
@@ -105,7 +114,7 @@ options:
   --version            print the version
   -h, --help           print this help
 
-commands: check, status, reload (each has --help)
+commands: check, status, reload, import (each has --help)
 """
 
 
