@@ -98,7 +98,7 @@ def write(units: list[ImportedUnit], out: str, force: bool) -> list[str]:
 def run(args) -> int:
     try:
         result = translate(args.files)
-        if not result.units:
+        if not result.units and not result.skipped:
             raise ImportFailed(args.files[0], "no watcher, program or service to import")
         skipped = sorted(result.skipped + [s for u in result.units for s in u.skipped],
                          key=lambda s: (s.file, s.line))

@@ -136,8 +136,12 @@ def parse_ini(text: str, file: str, dialect: Dialect, sections: dict) -> list[st
     return declared
 
 
+IGNORED = ""  # the section of lines systemd would ignore
+
+
 def parse_systemd(text: str, file: str) -> dict[str, list[Option]]:
-    """Section name -> its assignments in order, continuation lines joined."""
+    """Section name -> its assignments in order, continuation lines joined; lines that are no
+    assignment under IGNORED."""
     sections: dict[str, list[Option]] = {}
     current: list[Option] | None = None
     pending: Option | None = None
@@ -163,7 +167,9 @@ def parse_systemd(text: str, file: str) -> dict[str, list[Option]]:
         key, equals, value = stripped.partition("=")
         key = key.strip()
         if not equals or not re.fullmatch(r"[A-Za-z0-9_-]+", key):
-            raise ImportFailed(f"{file}:{number}", f"not a Key=Value line: {stripped[:60]!r}")
+            # systemd logs such a line and ignores it: so does the import, and says so
+            sections.setdefault(IGNORED, []).append(Option(stripped[:60], "", number))
+            continue
         if current is None:
             raise ImportFailed(f"{file}:{number}", "an assignment before any [Section] header")
         option = Option(key, value.strip(), number)

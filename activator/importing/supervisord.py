@@ -149,8 +149,9 @@ class _Translation:
         keys["restart"] = {"unexpected": None, "true": "always", "false": "no"}.get(restart)
         if restart not in ("unexpected", "true", "false"):
             self.skip("autorestart", f"{restart!r} is not true, false or unexpected")
-        if "startretries" in options:
-            keys["start_limit_burst"] = self.integer("startretries", None, 1)
+        retries = self.integer("startretries", None, 0)
+        if retries is not None:
+            keys["start_limit_burst"] = retries + 1  # the first start, then the retries
         if "stopsignal" in options:
             keys["kill_signal"] = self.checked(common.signal_name(options["stopsignal"].value), "stopsignal")
         if "stopwaitsecs" in options:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 
 from activator.importing import common
-from activator.importing.ini import Option, parse_systemd, read_text
-from activator.importing.model import ImportedUnit, ImportFailed, Result
+from activator.importing.ini import IGNORED, Option, parse_systemd, read_text
+from activator.importing.model import ImportedUnit, ImportFailed, Result, Skipped
 from activator.importing.systemd_keys import Context
 from activator.importing.systemd_service import listen_address, service_keys, socket_keys
 
@@ -24,6 +24,7 @@ class _File:
         self.path = path
         self.sections = sections
         base = os.path.basename(path)
+        base = base[:-3] if base.endswith(".in") else base  # systemd's own sources, before meson
         stem, suffix = os.path.splitext(base)
         if suffix not in (".service", ".socket"):
             suffix = ".socket" if "Socket" in sections else ".service"
@@ -42,9 +43,13 @@ def read(paths: list[str]) -> Result:
     files = []
     for path in paths:
         files.append(_File(path, parse_systemd(read_text(path), path)))
+    result = Result()
+    for file in files:
+        for line in file.sections.pop(IGNORED, []):
+            result.skipped.append(Skipped(file.path, line.line, repr(line.name),
+                                          "not Key=Value: systemd ignores this line too"))
     services = {f.full_name: f for f in files if f.suffix == ".service"}
     sockets = [f for f in files if f.suffix == ".socket"]
-    result = Result()
     attached: dict[str, list[_File]] = {}
     for socket in sockets:
         target = _target(socket)
@@ -75,8 +80,6 @@ def _target(socket: _File) -> str:
 
 
 def _whole(file: _File, why: str):
-    from activator.importing.model import Skipped
-
     return Skipped(file.path, 1, file.full_name, why)
 
 
