@@ -25,6 +25,8 @@ HANDLED = {"cmd", "args", "shell", "numprocesses", "working_dir", "uid", "gid", 
            "max_retry", "graceful_timeout", "stop_signal", "stop_children", "send_hup",
            "priority", "singleton", "use_sockets", "copy_env", "umask", "on_demand",
            "close_child_stdout", "close_child_stderr"}
+NEUTRAL = {"warmup_delay": ("0", "0.0"), "autostart": ("true", "1", "yes", "on"),
+           "copy_path": ("false", "0", "no", "off"), "check_flapping": ("true", "1", "yes", "on")}
 WHY = {
     "warmup_delay": "no delay between starts; use type: notify or ready: for real readiness",
     "autostart": "every unit starts at boot; start: on-demand waits for traffic, not for a command",
@@ -174,9 +176,15 @@ class _Translation:
         if option in HANDLED:
             return
         where = self.section.options[option]
-        if option.startswith("hooks."):
+        if option in NEUTRAL and value.strip().lower() in NEUTRAL[option]:
+            return
+        if option in ("hooks.before_start", "hooks.before_spawn"):
             why = ("hooks run Python inside circusd; a oneshot unit that this one requires "
-                   "covers before_start")
+                   "runs a command before it starts")
+        elif option.startswith("hooks."):
+            why = "hooks run Python inside circusd; activator runs no code of yours in itself"
+        elif option.startswith("flapping."):
+            why = WHY["check_flapping"]
         elif option.startswith(("stdout_stream.", "stderr_stream.")):
             if option.endswith(".class") and value.rsplit(".", 1)[-1] in ("StdoutStream", "StdErrStream"):
                 return  # what activator does anyway
@@ -234,7 +242,7 @@ class _Translation:
         for match in _TEMPLATE.finditer(text):
             out.append(self.plain(text[pos:match.start()], shell_vars, templates))
             pos = match.end()
-            body = (match.group(1) or match.group(2)).lower()
+            body = match.group(1) or match.group(2)
             out.append(self.template(body, match.group(0), option, templates))
         out.append(self.plain(text[pos:], shell_vars, templates))
         return "".join(out)
@@ -246,17 +254,19 @@ class _Translation:
         return text
 
     def template(self, body: str, written: str, option: str, templates: bool) -> str:
-        if body.startswith("circus.env."):
-            var = body[len("circus.env."):]
+        kind = body.lower()
+        if kind.startswith("circus.env."):
+            var = body[len("circus.env."):]  # Circus matches names without case
             known = {k.lower(): v for k, v in self.env.items()}
-            if var in known:
-                return common.literal(known[var]) if templates else known[var]
+            if var.lower() in known:
+                value = known[var.lower()]
+                return common.literal(value) if templates else value
             if templates:
-                return f"$(env.{var.upper() if var.upper() in os.environ else var})"
-        elif templates and body == "circus.wid":
+                return f"$(env.{var})"
+        elif templates and kind == "circus.wid":
             return "$(circus.wid)"
-        elif templates and body.startswith("circus.sockets."):
-            return f"$(circus.sockets.{body[len('circus.sockets.'):]})"
+        elif templates and kind.startswith("circus.sockets."):
+            return f"$(circus.sockets.{kind[len('circus.sockets.'):]})"
         line = self.section.options[option].line if option in self.section.options else self.section.line
         self.unit.skip(self.section.file, line, option, f"{written}: activator cannot expand it here")
         return common.literal(written) if templates else written

@@ -115,6 +115,9 @@ def run(args) -> int:
         return 2
     for item in skipped:
         print(item)
-    print(f"wrote {len(written)} unit file{'s' * (len(written) != 1)} in {args.out}: "
-          + ", ".join(os.path.basename(w) for w in written))
+    if written:
+        print(f"wrote {len(written)} unit file{'s' * (len(written) != 1)} in {args.out}: "
+              + ", ".join(os.path.basename(w) for w in written))
+    else:
+        print("no watcher, program or service to write a unit for")
     return 1 if skipped else 0

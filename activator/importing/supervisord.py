@@ -107,7 +107,9 @@ class _Translation:
             elif kind in ("rpcinterface", "ctlplugin"):
                 self.section_skip(section, CONTROL)
             elif name in OWN_SECTIONS:
-                rest = [o for o in section.options if not (name == "supervisord" and o == "environment")]
+                rest = [o for o, option in section.options.items()
+                        if not (name == "supervisord" and (o == "environment" or (
+                            o == "nodaemon" and common.boolean(option.value))))]  # as activator
                 if rest:
                     self.section_skip(section, f"{OWN_SECTIONS[name]}: {', '.join(rest)}")
             else:
