@@ -101,6 +101,7 @@ class _Translation:
         self.sockets = {name.split(":", 1)[1].lower(): name for name in sections
                         if name.lower().startswith("socket:")}
         self.socket_owner: dict[str, str] = {}
+        self.depth = 0  # of $(circus.env.VAR) values expanded in a command
 
     def run(self) -> Result:
         ranked = []
@@ -260,7 +261,15 @@ class _Translation:
             known = {k.lower(): v for k, v in self.env.items()}
             if var.lower() in known:
                 value = known[var.lower()]
-                return common.literal(value) if templates else value
+                if not templates or self.depth:
+                    return common.literal(value) if templates else value
+                # Circus expands the command again when it starts a process: the value's own
+                # $(circus.wid) and $(circus.sockets.NAME) count, once.
+                self.depth += 1
+                try:
+                    return self.expand(value, option, templates=True)
+                finally:
+                    self.depth -= 1
             if templates:
                 return f"$(env.{var})"
         elif templates and kind == "circus.wid":

@@ -46,7 +46,7 @@ def _span(value: str):
 
 
 def service_keys(sections: dict, context: Context, names: dict) -> list[ImportedUnit]:
-    unit, keys = context.unit, context.unit.keys
+    keys = context.unit.keys
     unit_options = sections.get("Unit", [])
     service = sections.get("Service", [])
     description = _last(unit_options, "Description")

@@ -8,7 +8,6 @@ a double-quoted scalar (JSON's escapes are a subset of YAML's) everywhere else.
 
 from __future__ import annotations
 
-import json
 import re
 
 from activator.importing.model import ImportedUnit
@@ -44,15 +43,42 @@ def scalar(value, key: str | None = None) -> str:
     if (_PLAIN.match(text) and not _SPECIAL.match(text) and not _NUMBERISH.match(text)
             and ": " not in text and " #" not in text and not text.endswith(":")):
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return quoted(text)
+
+
+# Characters a YAML file may hold as they are inside double quotes: printable, and no line
+# break (YAML 1.1 folds NEL and the Unicode line and paragraph separators like newlines).
+_KEEP = re.compile("[\\x20-\\x7e\\xa0-\\u2027\\u202a-\\ud7ff\\ue000-\\ufffd\\U00010000-\\U0010ffff]")
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def quoted(text: str) -> str:
+    """A double-quoted scalar: every character YAML does not keep as it is, escaped."""
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif _KEEP.match(char):
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000
+                       else f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
 
 
 def _comment_lines(text: str, indent: str = "") -> list[str]:
-    return [f"{indent}# {line}".rstrip() for line in text.splitlines() or [""]]
+    """Comment lines for `text`, with what YAML would not read escaped as in a quoted text."""
+    lines = []
+    for line in text.splitlines() or [""]:
+        shown = "".join(c if c == "\t" or _KEEP.match(c) else quoted(c)[1:-1] for c in line)
+        lines.append(f"{indent}# {shown}".rstrip())
+    return lines
 
 
 def render(unit: ImportedUnit) -> str:
-    lines = [f"# {unit.name}: imported by `activator import` from {unit.file}:{unit.line} ({unit.origin})"]
+    lines = _comment_lines(f"{unit.name}: imported by `activator import` from {unit.file}:{unit.line} "
+                           f"({unit.origin})")
     for note in unit.notes:
         lines += _comment_lines(note)
     for skipped in unit.skipped:
@@ -84,6 +110,6 @@ def _key_lines(key: str, value) -> list[str]:
         return out
     if isinstance(value, (list, tuple)):
         if key == "exec":
-            return [f"exec: [{', '.join(json.dumps(str(v), ensure_ascii=False) for v in value)}]"]
+            return [f"exec: [{', '.join(quoted(str(v)) for v in value)}]"]
         return [f"{key}:"] + [f"  - {scalar(item)}" for item in value]
     return [f"{key}: {scalar(value, key)}"]
