@@ -68,12 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
             return reload(parser.parse_args(argv[1:]))
         if command == "import":
-            parser = _parser(prog="activator import", description="Write unit files for the watchers, "
-                             "programs and services of circus.ini, supervisord.conf or systemd files.")
-            parser.add_argument("files", nargs="+", metavar="FILE")
-            parser.add_argument("--out", default="units", metavar="DIR", help="where to write (default units)")
-            parser.add_argument("--force", action="store_true", help="replace unit files that exist")
             from activator.importing import command as importing
+            parser = _parser(prog="activator import", description=importing.DESCRIPTION)
+            importing.arguments(parser)
             return importing.run(parser.parse_args(argv[1:]))
         return run(argv)
     except UsageError as e:

@@ -95,6 +95,19 @@ def write(units: list[ImportedUnit], out: str, force: bool) -> list[str]:
     return written
 
 
+DESCRIPTION = ("Write one unit file per watcher, program or service. Exit 0: all imported; 1: "
+               "some options were not (each is listed); 2: an input cannot be read (nothing "
+               "written).")
+
+
+def arguments(parser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE",
+                        help="circus.ini, supervisord.conf, or systemd .service and .socket "
+                             "files (the format is read from the content)")
+    parser.add_argument("--out", default="units", metavar="DIR", help="where to write (default units)")
+    parser.add_argument("--force", action="store_true", help="replace unit files that exist")
+
+
 def run(args) -> int:
     try:
         result = translate(args.files)

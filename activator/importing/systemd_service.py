@@ -11,6 +11,7 @@ from activator.importing.systemd_keys import (
     RESOURCES, SANDBOX, TARGETS, WHY_SERVICE, Context, command, split_words)
 
 RESTART = {"no": "no", "on-failure": "on-failure", "on-abnormal": "on-abnormal", "always": "always"}
+NEAREST_RESTART = {"on-success": "always", "on-abort": "on-abnormal", "on-watchdog": "on-abnormal"}
 TYPES = {"simple": "simple", "exec": "exec", "notify": "notify", "oneshot": "oneshot",
          "notify-reload": "notify"}
 SPANS = {"RestartSec": "restart_sec", "RestartMaxDelaySec": "restart_max_sec",
@@ -74,7 +75,10 @@ def service_keys(sections: dict, context: Context, names: dict) -> list[Imported
                      "may report itself with MAINPID=); imported as simple")
     starts = _assignments(service, "ExecStart")
     if starts:
-        keys["exec"], _ = command(starts[0], context, environment, bool(env_files))
+        keys["exec"], flags = command(starts[0], context, environment, bool(env_files))
+        if "-" in flags:
+            context.skip(starts[0], "-: systemd took a failing exit status as success; here it "
+                         "is a failure, which restart: decides on", "ExecStart -")
         _socket_stdio(service, context)
         for extra in starts[1:]:
             context.skip(extra, "one command per unit: a oneshot unit for each further command")
@@ -117,9 +121,12 @@ def _simple_keys(service: list[Option], context: Context) -> None:
         if name == "Restart":
             if value in RESTART:
                 keys["restart"] = RESTART[value]
+            elif value in NEAREST_RESTART:
+                keys["restart"] = NEAREST_RESTART[value]
+                context.skip(option, f"Restart={value} has no equivalent; restart: "
+                             f"{NEAREST_RESTART[value]} restarts in these cases and more")
             else:
-                context.skip(option, f"Restart={value} has no equivalent; restart: on-failure is the nearest")
-                keys["restart"] = "on-failure"
+                context.skip(option, f"Restart={value} is not a Restart= value")
         elif name in SPANS:
             keys[SPANS[name]] = _span(value)
         elif name == "TimeoutSec":
