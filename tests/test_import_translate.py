@@ -248,3 +248,14 @@ def test_written_units_load_with_activators_loader(tmp_path, monkeypatch):
     web = model.units["web"]
     assert [str(t) for t in web.exec] == ["server", "--fd", "$(sockets.web)", "--name", "a: b #c", "--x", "yes"]
     assert web.instances == 2 and model.units["worker"].after == ("web",)
+
+
+def test_supervisord_reads_indented_options_and_continuations_as_python_does(tmp_path):
+    units, _ = translate(tmp_path, s__conf="""
+        [program:a]
+          command=/bin/a
+            --flag ; continued: deeper than its option
+          user=nobody
+        """)
+    assert units["a"]["exec"] == "/bin/a\n--flag"
+    assert units["a"]["user"] == "nobody"

@@ -45,6 +45,7 @@ class Section:
 
 @dataclass(frozen=True)
 class Dialect:
+    continuation_deeper_than_option: bool  # Python 3's rule; else any indented line continues
     comment_in_first_column_only: bool
     inline_comment_prefixes: tuple
     first_value_wins: bool
@@ -52,8 +53,8 @@ class Dialect:
     empty_quotes_are_empty: bool
 
 
-SUPERVISORD = Dialect(False, (";", "#"), False, True, False)
-CIRCUS = Dialect(True, (";",), True, False, True)
+SUPERVISORD = Dialect(True, False, (";", "#"), False, True, False)
+CIRCUS = Dialect(False, True, (";",), True, False, True)
 
 _SECTION = re.compile(r"\[(?P<name>.+)\]")
 _OPTION = re.compile(r"(?P<name>.*?)\s*[=:]\s*(?P<value>.*)$")
@@ -95,6 +96,7 @@ def parse_ini(text: str, file: str, dialect: Dialect, sections: dict) -> list[st
     declared: list[str] = []
     current: Section | None = None
     last: Option | None = None
+    last_indent = 0
     for number, raw in enumerate(text.splitlines(), 1):
         stripped = raw.strip()
         if not stripped:
@@ -105,7 +107,9 @@ def parse_ini(text: str, file: str, dialect: Dialect, sections: dict) -> list[st
         if dialect.comment_in_first_column_only and raw[:1] in "rR" and raw.split(None, 1)[0].lower() == "rem":
             continue
         content = _strip_inline_comment(raw, dialect.inline_comment_prefixes).rstrip()
-        if raw[:1].isspace() and last is not None:
+        indent = len(raw) - len(raw.lstrip())
+        deeper = indent > last_indent if dialect.continuation_deeper_than_option else indent > 0
+        if deeper and last is not None:
             if content.strip():
                 last.value = f"{last.value}\n{content.strip()}" if last.value else content.strip()
             continue
@@ -131,8 +135,10 @@ def parse_ini(text: str, file: str, dialect: Dialect, sections: dict) -> list[st
             value = ""
         if name in current.options and dialect.first_value_wins:
             last = Option(name, "", number)  # its continuation lines go nowhere, as in Circus
+            last_indent = indent
             continue
         last = current.options[name] = Option(name, value, number)
+        last_indent = indent
     return declared
 
 
