@@ -259,3 +259,14 @@ def test_supervisord_reads_indented_options_and_continuations_as_python_does(tmp
         """)
     assert units["a"]["exec"] == "/bin/a\n--flag"
     assert units["a"]["user"] == "nobody"
+
+
+def test_fcgi_command_reaches_sh_as_the_words_supervisord_split(tmp_path):
+    units, _ = translate(tmp_path, f__conf="""
+        [fcgi-program:app]
+        command=/bin/app "two words" $HOME --n=%(process_num)d
+        socket=tcp://127.0.0.1:9000
+        numprocs=2
+        numprocs_start=1
+        """)
+    assert units["app"]["exec"] == ["sh", "-c", "exec /bin/app 'two words' '$HOME' '--n=$(instance)' 0<&3 3<&-"]

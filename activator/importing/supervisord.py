@@ -214,7 +214,11 @@ class _Translation:
         unit.sockets[unit.name] = spec
         unit.note("fcgi-program: supervisord passed the socket as fd 0; activator passes it as "
                   "fd 3, so the command runs under sh, which moves it to fd 0 (0<&3 3<&-)")
-        return ["sh", "-c", f"exec {command} 0<&3 3<&-"]
+        try:  # supervisord splits the command as shlex does; sh must see the same words
+            words = shlex.split(command)
+        except ValueError as e:
+            raise ImportFailed(f"{section.file}:{options['command'].line}", f"command: {e}") from None
+        return ["sh", "-c", f"exec {shlex.join(words)} 0<&3 3<&-"]
 
     # -- values
 
