@@ -270,3 +270,38 @@ def test_fcgi_command_reaches_sh_as_the_words_supervisord_split(tmp_path):
         numprocs_start=1
         """)
     assert units["app"]["exec"] == ["sh", "-c", "exec /bin/app 'two words' '$HOME' '--n=$(instance)' 0<&3 3<&-"]
+
+
+def test_systemd_units_debian_ships_that_broke_a_first_translation(tmp_path):
+    units, report = translate(tmp_path, user_at__service="""
+        [Service]
+        User=%i
+        Environment="ARGS=--id %i"
+        ExecStart=/bin/sh -c "run `echo '${ARGS}'`"
+        """, exit__service="""
+        [Unit]
+        SuccessAction=exit
+        """, rfkill__socket="""
+        [Socket]
+        ListenSpecial=/dev/rfkill
+        """, rfkill__service="""
+        [Service]
+        Type=forking
+        ExecStart=/usr/bin/rfkill
+        """)
+    user = units["user"]
+    assert "user" not in user  # %i cannot be a user name: reported, not written
+    assert user["exec"] == ["/bin/sh", "-c", "run `echo '--id $(instance)'`"]
+    assert set(units) == {"user", "rfkill"}  # exit.service runs nothing
+    assert "start" not in units["rfkill"] and "type" not in units["rfkill"]
+    assert any("exit.service: not imported: no ExecStart=" in line for line in report)
+    assert any("User: not imported: %i is the instance" in line for line in report)
+    assert any("Type: not imported: Type=forking" in line for line in report)
+
+
+def test_a_masked_unit_is_reported_not_read(tmp_path):
+    (tmp_path / "masked.service").symlink_to("/dev/null")
+    (tmp_path / "a.service").write_text("[Service]\nExecStart=/bin/a\n")
+    result = command.translate([str(tmp_path / "masked.service"), str(tmp_path / "a.service")])
+    assert [u.name for u in result.units] == ["a"]
+    assert "masked" in str(result.skipped[0])

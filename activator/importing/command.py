@@ -13,7 +13,7 @@ import sys
 
 from activator.importing import writer
 from activator.importing.ini import read_text
-from activator.importing.model import ImportedUnit, ImportFailed, Result
+from activator.importing.model import ImportedUnit, ImportFailed, Result, Skipped
 
 _HEADER = re.compile(r"^\s*\[([^\]\n]+)\]", re.MULTILINE)
 CIRCUS_SECTIONS = ("watcher:", "socket:", "plugin:", "env:")
@@ -48,6 +48,10 @@ def translate(paths: list[str]) -> Result:
     result = Result()
     systemd_files = []
     for path in paths:
+        if os.path.realpath(path) == os.devnull:  # a masked systemd unit
+            result.skipped.append(Skipped(path, 1, os.path.basename(path),
+                                          "masked (a link to /dev/null): nothing to import"))
+            continue
         kind = detect(read_text(path), path)
         if kind == "systemd":
             systemd_files.append(path)
@@ -72,8 +76,6 @@ def _merge(result: Result, part: Result) -> None:
 
 
 def _duplicate(unit: ImportedUnit, other: ImportedUnit):
-    from activator.importing.model import Skipped
-
     return Skipped(unit.file, unit.line, unit.origin, f"unit {unit.name} already comes from "
                    f"{other.file}:{other.line}")
 

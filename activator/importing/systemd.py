@@ -63,7 +63,11 @@ def read(paths: list[str]) -> Result:
         for socket in socket_list:
             names[socket.full_name] = names[name]
     for name in sorted(services):
-        units = _Service(services[name], attached.get(name, []), names).translate()
+        try:
+            units = _Service(services[name], attached.get(name, []), names).translate()
+        except _NothingToRun:
+            result.skipped.append(_whole(services[name], "no ExecStart=: nothing for a unit to run"))
+            continue
         result.units.extend(units)
     _apply_before(result.units)
     return result
@@ -93,6 +97,10 @@ def _apply_before(units: list[ImportedUnit]) -> None:
                 target.keys["after"] = sorted(set(target.keys.get("after") or []) | {unit.name})
 
 
+class _NothingToRun(Exception):
+    pass
+
+
 class _Service:
     def __init__(self, file: _File, sockets: list[_File], names: dict[str, str]):
         self.file = file
@@ -109,9 +117,11 @@ class _Service:
             unit.note(f"template unit {self.file.full_name}: one unit; %i is $(instance) "
                       "(1 to instances), so set instances: to run several")
         pre_units = service_keys(self.file.sections, context, self.names)
+        if not unit.keys.get("exec"):
+            raise _NothingToRun()
         for socket in self.sockets:
             self.attach(socket)
-        if self.sockets and not any(o.name in ("WantedBy", "RequiredBy")
+        if unit.sockets and not any(o.name in ("WantedBy", "RequiredBy")
                                     for o in self.file.values("Install")):
             if not any(spec.get("accept") for spec in unit.sockets.values()):
                 unit.keys["start"] = "on-demand"

@@ -53,7 +53,15 @@ class Context:
     def skip(self, option: Option, why: str, name: str | None = None) -> None:
         self.unit.skip(self.path, option.line, name or option.name, why)
 
-    def specifiers(self, text: str, option: Option, templates: bool, quiet: bool = False) -> str:
+    def specifiers(self, text: str, option: Option, templates: bool, quiet: bool = False) -> str | None:
+        """`text` with systemd's %-specifiers resolved; None (and reported) where one cannot be
+        and the key takes no template."""
+        unresolved: list[str] = []
+        result = self._specifiers(text, option, templates, quiet, unresolved)
+        return None if unresolved and not templates and not quiet else result
+
+    def _specifiers(self, text: str, option: Option, templates: bool, quiet: bool,
+                    unresolved: list) -> str:
         stem = self.full_name.rsplit(".", 1)[0]
         prefix, _, instance = stem.partition("@")
         known = {"n": self.full_name, "N": stem, "p": prefix, "P": prefix, "t": "/run",
@@ -70,7 +78,9 @@ class Context:
                 return "\0instance\0"
             if quiet:
                 return match.group(0)
-            self.skip(option, f"the specifier %{letter} has no equivalent here")
+            unresolved.append(letter)
+            self.skip(option, f"%{letter} is the instance, and {option.name}= takes no template"
+                      if letter in "iI" else f"the specifier %{letter} has no equivalent here")
             return match.group(0)
 
         return _SPECIFIER.sub(replace, text)
@@ -116,7 +126,7 @@ def command(option: Option, context: Context, environment: dict, has_env_file: b
     for arg in argv:
         whole = re.fullmatch(r"\$(\w+)", arg)
         if whole and whole.group(1) in environment:
-            expanded += split_words(environment[whole.group(1)])  # $VAR splits into words
+            expanded += [_templated(w) for w in split_words(environment[whole.group(1)])]  # $VAR: words
             continue
         expanded.append(_expand_variables(arg, environment))
     return _exec_value(expanded), flags
@@ -127,7 +137,7 @@ def _expand_variables(arg: str, environment: dict) -> str:
     for match in _VARIABLE.finditer(arg):
         out.append(_templated(arg[pos:match.start()]))
         name = match.group(1) or match.group(2)
-        out.append(common.literal(environment[name]) if name in environment else f"$(env.{name})")
+        out.append(_templated(environment[name]) if name in environment else f"$(env.{name})")
         pos = match.end()
     out.append(_templated(arg[pos:]))
     return "".join(out)

@@ -67,7 +67,7 @@ def service_keys(sections: dict, context: Context, names: dict) -> list[Imported
     keys["environment_file"] = (env_files[0] if len(env_files) == 1 else env_files) or None
     kind = _last(service, "Type")
     type_name = kind.value if kind else "simple"
-    keys["type"] = TYPES.get(type_name, "simple") if type_name != "simple" else None
+    keys["type"] = TYPES.get(type_name) if TYPES.get(type_name) != "simple" else None
     if type_name == "notify-reload":
         keys["reload_signal"] = "SIGHUP"
     elif kind is not None and type_name not in TYPES:
@@ -134,7 +134,7 @@ def _simple_keys(service: list[Option], context: Context) -> None:
         elif name == "StartLimitBurst" and value.isdigit():
             keys["start_limit_burst"] = int(value)
         elif name in ("User", "Group"):
-            keys[name.lower()] = context.specifiers(value, option, templates=False)
+            keys[name.lower()] = context.specifiers(value, option, templates=False)  # None: reported
         elif name == "WorkingDirectory":
             _working_directory(option, context)
         elif name == "UMask" and common.octal_mode(value, 0o777):
@@ -164,7 +164,7 @@ def _working_directory(option: Option, context: Context) -> None:
     if value.startswith("~") or not value.startswith("/"):
         context.skip(option, f"{option.value!r}: give the directory's absolute path")
         return
-    context.unit.keys["working_directory"] = context.specifiers(value, option, templates=False)
+    context.unit.keys["working_directory"] = context.specifiers(value, option, templates=False)  # None: reported
 
 
 def _output(option: Option, context: Context) -> None:
@@ -270,6 +270,8 @@ def socket_keys(sections: dict, context: Context) -> tuple[dict, list]:
 
 def listen_address(kind: str, value: str, context: Context, option: Option) -> str | int | None:
     text = context.specifiers(value.strip(), option, templates=False)
+    if text is None:
+        return None  # reported
     if kind == "fifo":
         return "fifo:" + text
     scheme = "udp" if kind == "datagram" else "tcp"
