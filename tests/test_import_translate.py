@@ -305,3 +305,10 @@ def test_a_masked_unit_is_reported_not_read(tmp_path):
     result = command.translate([str(tmp_path / "masked.service"), str(tmp_path / "a.service")])
     assert [u.name for u in result.units] == ["a"]
     assert "masked" in str(result.skipped[0])
+
+
+def test_a_service_that_runs_nothing_is_no_dependency(tmp_path):
+    units, report = translate(tmp_path, stop__service="[Unit]\nSuccessAction=exit\n",
+                              app__service="[Unit]\nRequires=stop.service\n[Service]\nExecStart=/bin/app\n")
+    assert set(units) == {"app"} and "requires" not in units["app"]
+    assert any("Requires=stop.service: not imported" in line for line in report)

@@ -48,7 +48,14 @@ def read(paths: list[str]) -> Result:
         for line in file.sections.pop(IGNORED, []):
             result.skipped.append(Skipped(file.path, line.line, repr(line.name),
                                           "not Key=Value: systemd ignores this line too"))
-    services = {f.full_name: f for f in files if f.suffix == ".service"}
+    services = {}
+    for file in files:
+        if file.suffix != ".service":
+            continue
+        if any(o.name == "ExecStart" and o.value for o in file.values("Service")):
+            services[file.full_name] = file
+        else:  # nothing to run: and so nothing for other units to depend on
+            result.skipped.append(_whole(file, "no ExecStart=: nothing for a unit to run"))
     sockets = [f for f in files if f.suffix == ".socket"]
     attached: dict[str, list[_File]] = {}
     for socket in sockets:
@@ -63,12 +70,7 @@ def read(paths: list[str]) -> Result:
         for socket in socket_list:
             names[socket.full_name] = names[name]
     for name in sorted(services):
-        try:
-            units = _Service(services[name], attached.get(name, []), names).translate()
-        except _NothingToRun:
-            result.skipped.append(_whole(services[name], "no ExecStart=: nothing for a unit to run"))
-            continue
-        result.units.extend(units)
+        result.units.extend(_Service(services[name], attached.get(name, []), names).translate())
     _apply_before(result.units)
     return result
 
@@ -97,10 +99,6 @@ def _apply_before(units: list[ImportedUnit]) -> None:
                 target.keys["after"] = sorted(set(target.keys.get("after") or []) | {unit.name})
 
 
-class _NothingToRun(Exception):
-    pass
-
-
 class _Service:
     def __init__(self, file: _File, sockets: list[_File], names: dict[str, str]):
         self.file = file
@@ -117,8 +115,9 @@ class _Service:
             unit.note(f"template unit {self.file.full_name}: one unit; %i is $(instance) "
                       "(1 to instances), so set instances: to run several")
         pre_units = service_keys(self.file.sections, context, self.names)
-        if not unit.keys.get("exec"):
-            raise _NothingToRun()
+        if not unit.keys.get("exec"):  # an ExecStart= that says nothing after its prefixes
+            unit.keys["exec"] = ["true"]
+            unit.note("ExecStart= names no program: the unit runs `true`")
         for socket in self.sockets:
             self.attach(socket)
         if unit.sockets and not any(o.name in ("WantedBy", "RequiredBy")
