@@ -119,3 +119,11 @@ def test_ini_shaped_text_never_raises_anything_else(tmp_path, lines):
 
     for unit in result.units:
         writer.render(unit)
+
+
+def test_the_init_never_loads_the_importer():
+    probe = ("import sys, activator.cli, activator.manager, activator.loading; "
+             "print(sorted(m for m in sys.modules if m.startswith('activator.importing')))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
