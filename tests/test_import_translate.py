@@ -312,3 +312,19 @@ def test_a_service_that_runs_nothing_is_no_dependency(tmp_path):
                               app__service="[Unit]\nRequires=stop.service\n[Service]\nExecStart=/bin/app\n")
     assert set(units) == {"app"} and "requires" not in units["app"]
     assert any("Requires=stop.service: not imported" in line for line in report)
+
+
+def test_a_circus_socket_shared_by_two_watchers_is_bound_by_each(tmp_path):
+    units, report = translate(tmp_path, c__ini="""
+        [watcher:a]
+        cmd = server --fd $(circus.sockets.web)
+        [watcher:b]
+        cmd = server --fd $(circus.sockets.web)
+        [socket:web]
+        host = 127.0.0.1
+        port = 8080
+        """)
+    assert units["a"]["sockets"] == {"web": {"listen": "tcp://127.0.0.1:8080", "reuse_port": True}}
+    assert units["b"]["sockets"] == {"web-b": {"listen": "tcp://127.0.0.1:8080", "reuse_port": True}}
+    assert units["b"]["exec"] == "server --fd $(sockets.web-b)"
+    assert report == []

@@ -100,7 +100,7 @@ class _Translation:
         self.global_env = dict(values.get("env", {}))
         self.sockets = {name.split(":", 1)[1].lower(): name for name in sections
                         if name.lower().startswith("socket:")}
-        self.socket_owner: dict[str, str] = {}
+        self.socket_owner: dict[str, ImportedUnit] = {}
         self.depth = 0  # of $(circus.env.VAR) values expanded in a command
 
     def run(self) -> Result:
@@ -295,15 +295,32 @@ class _Translation:
                           "no [socket:" + key + "] section declares it")
                 continue
             spec = self.socket(self.sections[section], unit)
-            if key in self.socket_owner:
-                owner = self.socket_owner[key]
-                unit.skip(self.section.file, self.section.line, f"$(circus.sockets.{key})",
-                          f"the socket belongs to unit {owner}; activator gives a socket to one "
-                          "unit (two units may each bind the address with reuse_port: true)")
-                continue
-            self.socket_owner[key] = unit.name
-            if spec:
+            if key not in self.socket_owner:
+                self.socket_owner[key] = unit
                 unit.sockets[key] = spec
+            else:
+                self.share(key, spec, unit)
+
+    def share(self, key: str, spec: dict, unit: ImportedUnit) -> None:
+        """A second watcher of one Circus socket: a socket belongs to one unit here, so each
+        binds the address with SO_REUSEPORT, and the kernel spreads connections over both."""
+        owner = self.socket_owner[key]
+        if not str(spec["listen"]).startswith(("tcp://", "udp://")):
+            unit.skip(self.section.file, self.section.line, f"$(circus.sockets.{key})",
+                      f"the socket belongs to unit {owner.name}, and a unix socket cannot be bound twice")
+            return
+        own = f"{key}-{unit.name}"
+        owner.sockets[key]["reuse_port"] = True
+        unit.sockets[own] = {**spec, "reuse_port": True}
+        old, new = f"$(circus.sockets.{key})", f"$(sockets.{own})"
+        keys = unit.keys
+        keys["exec"] = ([a.replace(old, new) for a in keys["exec"]] if isinstance(keys["exec"], list)
+                        else keys["exec"].replace(old, new))
+        if keys.get("environment"):
+            keys["environment"] = {k: v.replace(old, new) for k, v in keys["environment"].items()}
+        for other in (owner, unit):
+            other.note(f"Circus shared [socket:{key}] between {owner.name} and {unit.name}: "
+                       "here each unit binds the address with reuse_port: true")
 
     def socket(self, section: Section, unit: ImportedUnit) -> dict | None:
         values = self.values[section.name]
