@@ -274,6 +274,8 @@ class _Translation:
             name, spec, conv = match.group("name"), match.group("spec"), match.group("conv")
             value = self.name_value(name, option, templates)
             if isinstance(value, _Template):
+                if spec and self.unit is not None:
+                    self.unit.note(f"{option}: %({name}){spec}{conv} was padded; $(instance) is not")
                 token = f"zzimport{len(self.placeholders)}zz"
                 self.placeholders[token] = value.text
                 return token
