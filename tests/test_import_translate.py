@@ -328,3 +328,16 @@ def test_a_circus_socket_shared_by_two_watchers_is_bound_by_each(tmp_path):
     assert units["b"]["sockets"] == {"web-b": {"listen": "tcp://127.0.0.1:8080", "reuse_port": True}}
     assert units["b"]["exec"] == "server --fd $(sockets.web-b)"
     assert report == []
+
+
+def test_accept_keeps_the_first_listen_line(tmp_path):
+    units, report = translate(tmp_path, echo__socket="""
+        [Socket]
+        ListenStream=127.0.0.1:7
+        ListenStream=/run/echo.sock
+        Accept=yes
+        MaxConnections=10
+        """, echo_at__service="[Service]\nExecStart=/bin/cat\nStandardInput=socket\n")
+    assert units["echo"]["sockets"] == {"echo": {"listen": "tcp://127.0.0.1:7", "accept": True,
+                                                 "max_connections": 10}}
+    assert any("ListenStream=/run/echo.sock: not imported: Accept=yes" in line for line in report)

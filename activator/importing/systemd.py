@@ -14,7 +14,7 @@ import os
 
 from activator.importing import common
 from activator.importing.ini import IGNORED, Option, parse_systemd, read_text
-from activator.importing.model import ImportedUnit, ImportFailed, Result, Skipped
+from activator.importing.model import ImportedUnit, Result, Skipped
 from activator.importing.systemd_keys import Context
 from activator.importing.systemd_service import listen_address, service_keys, socket_keys
 
@@ -133,6 +133,10 @@ class _Service:
         context = Context(socket.full_name, False, unit, socket.path)
         options, listens = socket_keys(socket.sections, context)
         for i, (kind, option) in enumerate(listens):
+            if options.get("accept") and unit.sockets:
+                context.skip(option, "Accept=yes: activator accepts on a unit's only socket, "
+                             "the first one", f"{option.name}={option.value}")
+                continue
             listen = listen_address(kind, option.value, context, option)
             if listen is None:
                 continue
@@ -146,9 +150,6 @@ class _Service:
                 for tcp_only in ("accept", "nodelay", "keepalive", "max_connections"):
                     spec.pop(tcp_only, None)
             unit.sockets[key] = spec
-        if any(spec.get("accept") for spec in unit.sockets.values()) and len(unit.sockets) > 1:
-            raise ImportFailed(f"{socket.path}:1", "Accept=yes with several Listen lines: activator "
-                               "accepts on a unit's only socket")
 
 
 def _accepts(socket: _File) -> bool:
