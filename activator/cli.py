@@ -19,7 +19,8 @@ activator [--units DIR]... [--log-format text|json] [-- CMD [ARG...]]
        activator restart UNIT[.N]...
        activator signal UNIT[.N] SIGNAL [--group]
        activator scale UNIT N
-       activator logs [UNIT[.N]...] [-n N] [-f]"""
+       activator logs [UNIT[.N]...] [-n N] [-f]
+       activator import FILE... [--out DIR] [--force]"""
 DESCRIPTION = """\
 An init for containers: runs as PID 1, reaps every process, binds sockets first and hands them
 to services (LISTEN_FDS or $(sockets.NAME)), serves sd_notify, and is controlled by signals:
@@ -56,7 +57,7 @@ def runtime_dir() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    command = argv[0] if argv and argv[0] in ("check", "status", "reload") + UNIT_COMMANDS else None
+    command = argv[0] if argv and argv[0] in ("check", "status", "reload", "import") + UNIT_COMMANDS else None
     try:
         if command == "check":
             parser = _parser(prog="activator check", description="Validate unit files.")
@@ -79,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             from activator import client
             return client.run(command, client.add_parsers(_parser)[command].parse_args(argv[1:]),
                               runtime_dir())
+        if command == "import":
+            from activator.importing import command as importing
+            parser = _parser(prog="activator import", description=importing.DESCRIPTION)
+            importing.arguments(parser)
+            return importing.run(parser.parse_args(argv[1:]))
         return run(argv)
     except UsageError as e:
         print(e, file=sys.stderr)
@@ -118,7 +124,7 @@ options:
   --version            print the version
   -h, --help           print this help
 
-commands: check, status, reload (each has --help)
+commands: check, status, reload, import (each has --help)
 """
 
 
