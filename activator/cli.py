@@ -198,6 +198,8 @@ def run(argv: list[str]) -> int:
         import traceback
         log.error("the event loop broke:\n" + traceback.format_exc().rstrip())
         return manager.fatal()
+    finally:
+        log.flush()  # a stalled reader gets a few seconds, not forever
 
 
 def reload(args) -> int:
