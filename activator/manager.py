@@ -30,11 +30,12 @@ import signal
 import time
 import traceback
 
-from activator import activation, log as logmod, spawn
+from activator import activation, log as logmod, resources, spawn
 from activator.log import Log
 from activator.loop import Loop
 from activator.notify import Message, NotifyServer
-from activator.output import OutputPipe
+from activator.history import History
+from activator.output import OutputPipe, Relay
 from activator.service import (ACTIVE, Process, S, Service, Slot, backoff, exit_status, is_clean,
                                should_restart)
 from activator.signals import SignalReceiver
@@ -55,6 +56,7 @@ class Manager:
         self.environ = dict(os.environ if environ is None else environ)
         self.base_env = activation.base_environment(self.environ)
         self.loop = Loop()
+        self.output = Relay(self.loop, log, History())
         self.services: dict[str, Service] = {}
         self.sockets: dict[str, BoundSocket] = {}
         self.inherited: dict[str, int] = {}
@@ -94,6 +96,7 @@ class Manager:
         self.loop.add_reader(self.signals.read_fd, self.handle_signals)
         if not self.is_pid1:
             _become_subreaper(self.log)
+        self.baseline = resources.settle(self.log)
         os.makedirs(self.runtime_dir, mode=0o755, exist_ok=True)
         self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self.inherited = inherited_sockets(self.environ)
@@ -586,6 +589,7 @@ class Manager:
             launch = activation.prepare(unit, number, socket_fds, stored, self.base_env, self.environ,
                                         self.notify_path, connection)
             launch.stdin = None if unit.literal_exec else self.devnull
+            resources.prepare(launch, unit, self.baseline)
             if unit.output == "null":
                 launch.stdout = launch.stderr = self.devnull
             elif unit.output == "prefix":
@@ -619,7 +623,7 @@ class Manager:
             pipe = OutputPipe(r, stream, self.log, unit.name, number, label)
             pipe.pid = pid
             proc.pipes.append(pipe)
-            self.loop.add_reader(r, lambda p=pipe, pr=proc: self.relay(p, pr))
+            self.output.watch(pipe, lambda p=pipe, pr=proc: self.relay(p, pr), unit.log_buffer_lines)
         if unit.type == "notify":
             proc.timers["start"] = self.loop.call_later(unit.timeout_start_sec,
                                                         lambda: self.start_timeout(proc))
@@ -628,8 +632,8 @@ class Manager:
         return proc
 
     def relay(self, pipe: OutputPipe, proc: Process) -> None:
-        if not pipe.read():
-            self.loop.remove_reader(pipe.fd)
+        if not self.output.relay(pipe):
+            self.output.forget(pipe)
             pipe.close()
             proc.pipes.remove(pipe)
 

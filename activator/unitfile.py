@@ -14,7 +14,7 @@ import os
 import pwd
 from collections.abc import Mapping
 
-from activator import envfile, templates, yamlsource
+from activator import envfile, resources, templates, yamlsource
 from activator.discovery import at_line
 from activator.listen import ListenError
 from activator.listen import parse as parse_listen
@@ -178,7 +178,8 @@ class UnitReader:
             kill_signal=values["kill_signal"], reload_signal=values["reload_signal"],
             watchdog_sec=values["watchdog_sec"], notify_access=notify_access, output=values["output"],
             success_action=values["success_action"], failure_action=values["failure_action"],
-            files=tuple(self.files),
+            log_buffer_lines=values["log_buffer_lines"], oom_score_adjust=values["oom_score_adjust"],
+            limits=self.read_limits(doc.get("limits")), files=tuple(self.files),
         )
         # The program is looked for only with what decides where it is and who runs it known
         # good; else the message would be a consequence of an error already reported.
@@ -189,6 +190,27 @@ class UnitReader:
                 self.error(exec_paths[0] if exec_paths else ("exec",), f"exec: {problem}")
         if not self.failed:
             self.unit = unit
+
+    def read_limits(self, value) -> tuple[tuple[str, int, int], ...]:
+        """`limits: {nofile: 65536, core: 0, nproc: "512:1024", memlock: infinity}`."""
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            self.error(("limits",), f"limits: expected a mapping such as {{nofile: 65536}}, got {describe(value)}")
+            return ()
+        limits = []
+        for name, limit in value.items():
+            if name not in resources.LIMITS:
+                self.error(("limits", name), f"limits: unknown limit '{name}' (one of "
+                           f"{', '.join(sorted(resources.LIMITS))})")
+                continue
+            try:
+                soft, hard = resources.parse_limit(limit, self.doc.raw.get(("limits", name)))
+            except ValueError as e:
+                self.error(("limits", name), f"limits.{name}: {e}")
+                continue
+            limits.append((name, soft, hard))
+        return tuple(sorted(limits))
 
     def check_templates(self, exec_templates, exec_paths, environment, socket_names: set[str]) -> None:
         sites = list(zip(exec_paths, exec_templates))
