@@ -212,11 +212,12 @@ def reload(args) -> int:
     try:
         with open(os.path.join(directory, "activator.pid")) as f:
             pid = int(f.read().strip())
-        before = status.read(directory).get("reload", {}).get("completed", 0)
+        current = status.read(directory)
+        before = current.get("reload", {}).get("completed", 0)
     except (OSError, ValueError) as e:
         print(f"activator reload: no running activator in {directory}: {e}", file=sys.stderr)
         return 1
-    recorded, pid = pid, locate.activator_pid(directory, pid)
+    recorded, pid = pid, locate.activator_pid(directory, pid, current.get("process_start"))
     if pid is None:  # never signal a stranger that happens to have the recorded pid here
         print(f"activator reload: no running activator in {directory}: activator (pid "
               f"{recorded}) is not running here", file=sys.stderr)

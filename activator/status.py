@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-from activator import __version__
+from activator import __version__, locate
 from activator.log import rfc3339
 from activator.service import S
 
@@ -75,6 +75,7 @@ def snapshot(manager) -> dict:
         "version": __version__,
         "started": rfc3339(manager.started_wall),
         "generation": manager.generation,
+        "process_start": locate.start_ticks("self"),  # proves who activator is (locate.py)
         "units": {name: unit_snapshot(service, manager.sockets) for name, service in manager.services.items()},
         "reload": dict(manager.reload_record),
     }
@@ -237,9 +238,7 @@ def command(runtime_dir: str, as_json: bool) -> int:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         print(f"activator status: no running activator in {runtime_dir}: {reason}", file=sys.stderr)
         return 1
-    from activator import locate
-
-    here = locate.activator_pid(runtime_dir, data["pid"])
+    here = locate.activator_pid(runtime_dir, data["pid"], data.get("process_start"))
     if here is None:  # e.g. pid 1 of a PID namespace that has ended, read from the host
         print(f"activator status: no running activator in {runtime_dir}: activator (pid "
               f"{data['pid']}) is not running here; status.json is stale", file=sys.stderr)
