@@ -159,7 +159,7 @@ def run(argv: list[str]) -> int:
 
     from activator import log as logmod
     from activator import model as modelmod
-    from activator import status as _  # noqa: F401 - imported now, in parallel with the loader
+    from activator import status  # imported now, in parallel with the loader
     from activator.manager import Manager
     from activator.sockets import BindError
 
@@ -180,6 +180,11 @@ def run(argv: list[str]) -> int:
         return 1
 
     os.chdir("/")  # services start where their unit says; activator holds no directory busy
+    try:
+        status.check_runtime_dir(runtime_dir())
+    except OSError as e:
+        log.error(f"runtime directory {runtime_dir()}: {e.strerror}: nothing started")
+        return 2
     manager = Manager(model, log, runtime_dir())
     manager.command = command_line
     manager.explicit_dirs = explicit
@@ -214,6 +219,9 @@ def reload(args) -> int:
             pid = int(f.read().strip())
         current = status.read(directory)
         before = current.get("reload", {}).get("completed", 0)
+    except status.Damaged as e:
+        print(f"activator reload: {e}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as e:
         print(f"activator reload: no running activator in {directory}: {e}", file=sys.stderr)
         return 1
