@@ -49,6 +49,30 @@ def parse_limit(value, raw: str | None = None) -> tuple[int, int]:
     return soft, hard
 
 
+def read_limits(value, raw_of) -> tuple[tuple, list[tuple[tuple, str]]]:
+    """`limits: {nofile: 65536, core: 0, nproc: "512:1024", memlock: infinity}` as sorted
+    (name, soft, hard), and the problems as (key path, message). `raw_of(name)`: the value's
+    text as written."""
+    if value is None:
+        return (), []
+    if not isinstance(value, dict):
+        return (), [(("limits",), "limits: expected a mapping such as {nofile: 65536}, got "
+                                  + ("a list" if isinstance(value, list) else repr(value)))]
+    limits, problems = [], []
+    for name, limit in value.items():
+        if name not in LIMITS:
+            problems.append((("limits", name), f"limits: unknown limit '{name}' (one of "
+                                               f"{', '.join(sorted(LIMITS))})"))
+            continue
+        try:
+            soft, hard = parse_limit(limit, raw_of(name))
+        except ValueError as e:
+            problems.append((("limits", name), f"limits.{name}: {e}"))
+            continue
+        limits.append((name, soft, hard))
+    return tuple(sorted(limits)), problems
+
+
 def _limit_number(text: str, expected: str) -> int:
     if text in ("infinity", "unlimited"):
         return INFINITY

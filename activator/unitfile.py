@@ -192,25 +192,10 @@ class UnitReader:
             self.unit = unit
 
     def read_limits(self, value) -> tuple[tuple[str, int, int], ...]:
-        """`limits: {nofile: 65536, core: 0, nproc: "512:1024", memlock: infinity}`."""
-        if value is None:
-            return ()
-        if not isinstance(value, dict):
-            self.error(("limits",), f"limits: expected a mapping such as {{nofile: 65536}}, got {describe(value)}")
-            return ()
-        limits = []
-        for name, limit in value.items():
-            if name not in resources.LIMITS:
-                self.error(("limits", name), f"limits: unknown limit '{name}' (one of "
-                           f"{', '.join(sorted(resources.LIMITS))})")
-                continue
-            try:
-                soft, hard = resources.parse_limit(limit, self.doc.raw.get(("limits", name)))
-            except ValueError as e:
-                self.error(("limits", name), f"limits.{name}: {e}")
-                continue
-            limits.append((name, soft, hard))
-        return tuple(sorted(limits))
+        limits, problems = resources.read_limits(value, lambda name: self.doc.raw.get(("limits", name)))
+        for path, message in problems:
+            self.error(path, message)
+        return limits
 
     def check_templates(self, exec_templates, exec_paths, environment, socket_names: set[str]) -> None:
         sites = list(zip(exec_paths, exec_templates))
