@@ -48,14 +48,17 @@ class Log:
 
     def attach(self, loop) -> None:
         """From now on, never block on output: write when the streams can take it."""
-        for outlet in self.outlets.values():
+        for outlet in self._distinct_outlets():
             outlet.attach(loop)
 
     def flush(self, timeout: float = SHUTDOWN_FLUSH_SECONDS) -> None:
         """At exit: what is left of our output gets at most `timeout` seconds in all."""
         deadline = time.monotonic() + timeout
-        for outlet in self.outlets.values():
+        for outlet in self._distinct_outlets():
             outlet.flush(max(deadline - time.monotonic(), 0.0))
+
+    def _distinct_outlets(self) -> list:
+        return list({id(outlet): outlet for outlet in self.outlets.values()}.values())
 
     def _report_lost(self, count: int) -> None:
         self.warning(f"{count} message{'s' * (count != 1)} of activator's could not be written "
