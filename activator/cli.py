@@ -178,7 +178,7 @@ def run(argv: list[str]) -> int:
 
     from activator import log as logmod
     from activator import model as modelmod
-    from activator import status as _  # noqa: F401 - imported now, in parallel with the loader
+    from activator import status  # imported now, in parallel with the loader
     from activator.manager import Manager
     from activator.sockets import BindError
 
@@ -199,6 +199,11 @@ def run(argv: list[str]) -> int:
         return 1
 
     os.chdir("/")  # services start where their unit says; activator holds no directory busy
+    try:
+        status.check_runtime_dir(runtime_dir())
+    except OSError as e:
+        log.error(f"runtime directory {runtime_dir()}: {e.strerror}: nothing started")
+        return 2
     manager = Manager(model, log, runtime_dir(), command=command_line, explicit_dirs=explicit)
     try:
         manager.boot()
@@ -215,6 +220,8 @@ def run(argv: list[str]) -> int:
         import traceback
         log.error("the event loop broke:\n" + traceback.format_exc().rstrip())
         return manager.fatal()
+    finally:
+        log.flush()  # a stalled reader gets a few seconds, not forever
 
 
 def reload(args) -> int:
@@ -248,11 +255,15 @@ def reload_by_signal(args, directory: str) -> int:
     try:
         with open(os.path.join(directory, "activator.pid")) as f:
             pid = int(f.read().strip())
-        before = status.read(directory).get("reload", {}).get("completed", 0)
+        current = status.read(directory)
+        before = current.get("reload", {}).get("completed", 0)
+    except status.Damaged as e:
+        print(f"activator reload: {e}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as e:
         print(f"activator reload: no running activator in {directory}: {e}", file=sys.stderr)
         return status.NOT_RUNNING
-    recorded, pid = pid, locate.activator_pid(directory, pid)
+    recorded, pid = pid, locate.activator_pid(directory, pid, current.get("process_start"))
     if pid is None:  # never signal a stranger that happens to have the recorded pid here
         print(f"activator reload: no running activator in {directory}: activator (pid "
               f"{recorded}) is not running here", file=sys.stderr)

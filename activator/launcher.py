@@ -4,23 +4,24 @@
 (`output: prefix`), /dev/null or activator's own streams, spawns it (spawn.py) and returns the
 new `Process`, or raises SpawnError when the program could not be executed (or OSError when
 a resource ran out); nothing is left open then. It decides nothing about units. The output
-pipes it relays itself, as readers of the loop.
+pipes it hands to the relay (output.py), which reads them as the loop allows.
 """
 
 from __future__ import annotations
 
 import os
 
-from activator import activation, spawn
+from activator import activation, resources, spawn
 from activator.log import Log
 from activator.model import Unit
-from activator.output import OutputPipe
+from activator.output import OutputPipe, Relay
 from activator.service import Process, Slot
 
 
 class Launcher:
-    def __init__(self, loop, environ: dict, log: Log, notify_path: str | None, is_pid1: bool):
-        self.loop = loop
+    def __init__(self, output: Relay, environ: dict, log: Log, notify_path: str | None, is_pid1: bool):
+        self.output = output
+        self.baseline = None  # resources.Baseline: what services start with, set at boot
         self.environ = environ
         self.base_env = activation.base_environment(environ)
         self.log = log
@@ -34,6 +35,7 @@ class Launcher:
         launch = activation.prepare(unit, number, socket_fds, stored, self.base_env, self.environ,
                                     self.notify_path, connection)
         launch.stdin = None if unit.literal_exec else self.devnull
+        resources.prepare(launch, unit, self.baseline)
         pipes: list[tuple[int, int, str]] = []
         try:
             if unit.output == "null":
@@ -56,11 +58,11 @@ class Launcher:
             pipe = OutputPipe(r, stream, self.log, unit.name, number, label)
             pipe.pid = pid
             proc.pipes.append(pipe)
-            self.loop.add_reader(r, lambda p=pipe: self.relay(p, proc))
+            self.output.watch(pipe, lambda p=pipe: self.relay(p, proc), unit.log_buffer_lines)
         return proc
 
     def relay(self, pipe: OutputPipe, proc: Process) -> None:
-        if not pipe.read():
-            self.loop.remove_reader(pipe.fd)
+        if not self.output.relay(pipe):
+            self.output.forget(pipe)
             pipe.close()
             proc.pipes.remove(pipe)

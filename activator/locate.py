@@ -6,6 +6,14 @@ namespace (`docker exec`, `kubectl exec`), the commands use them as they are. Ru
 host, pid 1 is the host's init: these functions find activator's host pid instead, as the
 process that holds the runtime directory's notify socket and is, in its own namespace, the
 recorded pid; and they translate the services' pids the same way (/proc/PID/status NSpid).
+
+`reload` signals the process found, so it must be activator, and that runtime directory's:
+a pid alone may have been reused by anything (`tail -f activator.log` once received SIGHUP
+because its command line held the word). A process counts as proved when, with the
+recorded pid in its own namespace, it also holds the directory's notify socket (the socket
+is visible in this network namespace), or it started at the very clock tick that activator
+recorded in status.json (`process_start`): a pid is never reused within the tick its first
+owner started in. Nothing else, and no command-line word, is taken as proof.
 """
 
 from __future__ import annotations
@@ -64,17 +72,19 @@ def _holds(pid: int, target: str) -> bool:
     return False
 
 
-def _is_activator(pid: int) -> bool:
+def start_ticks(pid) -> int | None:
+    """When `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat)."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"activator" in f.read()
-    except OSError:
-        return False
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
-def activator_pid(runtime_dir: str, recorded: int) -> int | None:
+def activator_pid(runtime_dir: str, recorded: int, started: int | None = None) -> int | None:
     """The pid, as this process sees it, of the activator serving `runtime_dir`, which
-    recorded itself as `recorded`; None when no such process is alive here."""
+    recorded itself as `recorded`, started at clock tick `started`; None unless proved."""
     inode = _socket_inode(os.path.join(runtime_dir, "notify"))
     if inode is not None:
         target = f"socket:[{inode}]"
@@ -84,8 +94,13 @@ def activator_pid(runtime_dir: str, recorded: int) -> int | None:
             if _ns_pid(pid) == recorded and _holds(pid, target):
                 return pid
     # No notify socket in this network namespace, or its holder's fds not readable (another
-    # user's process): the recorded pid, if it is an activator here.
-    return recorded if _is_activator(recorded) else None
+    # user's process): the process with the recorded pid that started when activator did.
+    if started is None:
+        return None
+    for pid in [recorded, *_all_pids()]:
+        if start_ticks(pid) == started and _ns_pid(pid) == recorded:
+            return pid
+    return None
 
 
 def pid_translator(activator: int, recorded: int):

@@ -2,8 +2,9 @@
 
 Text format: `activator: unit web.2 (pid 42): message` on stderr. JSON format (`--log-format
 json`): one object per line with the keys of SPEC §6, for activator's messages and for service
-output alike. Writes are plain blocking writes to fd 1 or 2: a reader that stops reading stalls
-activator, as it would any program writing to it, but never loses or reorders lines.
+output alike. Messages go to stderr through an `Outlet` (output.py): once the loop runs, a
+reader that stops reading never stalls activator; a message that finds the outlet full is
+counted, and the count is logged when writing resumes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import os
 import time
 from datetime import datetime, timezone
+
+from activator.output import SHUTDOWN_FLUSH_SECONDS, Outlet, write_all  # noqa: F401 - write_all: for forked children
 
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 _LEVEL_NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error"}
@@ -22,21 +25,12 @@ def rfc3339(wall: float | None = None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            written = os.write(fd, view)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-            continue
-        except BlockingIOError:
-            # Someone made our stdout non-blocking (a service with output: inherit shares it).
-            import select
-            select.select([], [fd], [])
-            continue
-        except OSError:
-            return  # nobody is reading (EPIPE, EBADF): output is lost, activator goes on
-        view = view[written:]
+def _same_file(a: int, b: int) -> bool:
+    try:
+        first, second = os.fstat(a), os.fstat(b)
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 class Log:
@@ -46,6 +40,29 @@ class Log:
         # unit name -> its number of instances; set by the manager so that a message about a
         # single-instance unit says instance 1 in JSON, as its output lines do
         self.instances_of = lambda unit: None
+        # One outlet when stdout and stderr are the same pipe (`2>&1`): two would tear lines
+        # where one's partial write is followed by the other's.
+        stdout = Outlet(1)
+        self.outlets = {1: stdout, 2: stdout if _same_file(1, 2) else Outlet(2)}
+        self.outlets[2].on_lost = self._report_lost
+
+    def attach(self, loop) -> None:
+        """From now on, never block on output: write when the streams can take it."""
+        for outlet in self._distinct_outlets():
+            outlet.attach(loop)
+
+    def flush(self, timeout: float = SHUTDOWN_FLUSH_SECONDS) -> None:
+        """At exit: what is left of our output gets at most `timeout` seconds in all."""
+        deadline = time.monotonic() + timeout
+        for outlet in self._distinct_outlets():
+            outlet.flush(max(deadline - time.monotonic(), 0.0))
+
+    def _distinct_outlets(self) -> list:
+        return list({id(outlet): outlet for outlet in self.outlets.values()}.values())
+
+    def _report_lost(self, count: int) -> None:
+        self.warning(f"{count} message{'s' * (count != 1)} of activator's could not be written "
+                     "while its output was not being read")
 
     def debug(self, message: str, **where) -> None:
         if self.level <= DEBUG:
@@ -76,7 +93,7 @@ class Log:
                 who += f" (pid {pid}): " if pid is not None else ": "
             prefix = "" if level == INFO else _LEVEL_NAMES[level] + ": "
             line = f"activator: {prefix}{who}{message}\n".encode("utf-8", "replace")
-        write_all(2, line)
+        self.outlets[2].message(line)
 
     @staticmethod
     def json_line(unit, instance, pid, stream: str, level: str, message: str) -> bytes:

@@ -35,7 +35,8 @@ import signal
 import time
 import traceback
 
-from activator import dependencies, log as logmod, reaper, status
+from activator import dependencies, log as logmod, reaper, resources, status
+from activator.history import History
 from activator.launcher import Launcher
 from activator.log import Log
 from activator.loop import Loop
@@ -43,6 +44,7 @@ from activator.model import Model
 from activator.notified import NotifyApplier
 from activator.control import ControlServer
 from activator.notify import NotifyServer
+from activator.output import Relay
 from activator.signals import SignalReceiver
 from activator.sockets import SocketTable
 from activator.states import S
@@ -62,9 +64,10 @@ class Manager:
         self.is_pid1 = os.getpid() == 1
         self.started_wall = time.time()
         self.loop = Loop()
+        self.output = Relay(self.loop, log, History())
         self.sockets = SocketTable(self.environ)
         self.notify_path = os.path.join(runtime_dir, "notify")
-        self.launcher = Launcher(self.loop, self.environ, log, self.notify_path, self.is_pid1)
+        self.launcher = Launcher(self.output, self.environ, log, self.notify_path, self.is_pid1)
         self.supervisor = Supervisor(model, self.loop, log, self.sockets, self.launcher, self.mark_dirty)
         self.notified = NotifyApplier(self.supervisor)
         log.instances_of = self.instances_of
@@ -108,6 +111,7 @@ class Manager:
             else:
                 self.log.warning(f"not PID 1 and cannot become a child subreaper ({why_not}): "
                                  "orphans of the services go to PID 1")
+        self.launcher.baseline = resources.settle(self.log)
         os.makedirs(self.runtime_dir, mode=0o755, exist_ok=True)
         _close_on_exec_all(keep=set(self.sockets.inherited.values()) | {self.launcher.devnull})
         model = self.supervisor.model
@@ -118,7 +122,7 @@ class Manager:
         if self.environ.get("NOTIFY_SOCKET"):
             from activator.outer import OuterManager
             self.outer = OuterManager(self.log)
-        self.status_writer = status.StatusWriter(self.runtime_dir, self.log)
+        self.status_writer = status.StatusWriter(self.runtime_dir, self.log, self.loop)
         with open(os.path.join(self.runtime_dir, "activator.pid"), "w") as f:
             f.write(f"{os.getpid()}\n")
         for unit in model.units.values():

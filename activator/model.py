@@ -147,6 +147,9 @@ class Unit(Record):
     output: str = "prefix"
     success_action: str = "none"
     failure_action: str = "none"
+    log_buffer_lines: int = 1000  # lines of output kept in memory for `activator logs`
+    oom_score_adjust: int | None = None  # None: the score activator was started with
+    limits: tuple[tuple[str, int, int], ...] = ()  # (name as in `limits`, soft, hard)
     files: tuple[str, ...] = ()  # the unit file, then its drop-ins, then environment files
     literal_exec: bool = False  # `-- CMD`: arguments used as given
 

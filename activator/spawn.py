@@ -27,15 +27,24 @@ of the child's; that decides how many connections per second an `accept` unit ca
    The program is found (and checked executable) by activator first, so a missing program is
    reported with its errno just as in 1.
 4. `os.fork()` with the setup written out in Python when nothing else fits: `user`/`group`
-   (posix_spawn cannot change credentials), `type: exec` with pid variables (the shell step
-   would hide whether the program's own exec succeeded), or no /bin/sh in the image.
+   (posix_spawn cannot change credentials), `limits` or `oom_score_adjust` (nor resource
+   limits or the OOM score: see resources.py), `type: exec` with pid variables (the shell
+   step would hide whether the program's own exec succeeded), or no /bin/sh in the image.
+
+Descriptors go to 3, 4, … without ever using a number above 3 + 3N for N of them (`_placement`):
+a service's soft RLIMIT_NOFILE may be far below the numbers PID 1's own descriptors have
+reached, and dup2 onto a number above the limit fails with EBADF.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
+import resource
 import signal
+
+from activator import resources
 
 from activator.model import Credentials
 
@@ -56,6 +65,17 @@ class SpawnError(Exception):
         return 127 if self.errno == errno.ENOENT else 126
 
 
+class _SetupError(OSError):
+    """A step of the child's setup failed; its text is the message for the log."""
+
+    def __init__(self, code: int, text: str):
+        super().__init__(code, text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class Launch:
     """Everything about one process to start (activation.prepare builds it)."""
 
@@ -74,6 +94,20 @@ class Launch:
         self.credentials = credentials
         self.pid_variables = pid_variables  # set to the process's own pid
         self.confirm_exec = confirm_exec  # the caller needs the program's own exec confirmed
+        self.rlimits: tuple[tuple[int, int, int], ...] = ()  # (RLIMIT_*, soft, hard), set in the child
+        self.oom_score_adj: int | None = None  # set in the child before exec
+        self.oom_score_adj_after: int | None = None  # written just after a posix_spawn
+        self.nofile: tuple[int, int] | None = None  # the RLIMIT_NOFILE activator started with
+
+    @property
+    def needs_fork(self) -> bool:
+        """What posix_spawn cannot do: credentials, limits, an OOM score before exec, or a
+        descriptor placement that needs numbers above the service's soft limit."""
+        if self.credentials is not None or self.rlimits or self.oom_score_adj is not None:
+            return True
+        moves, _ = _placement(self.fds)
+        top = max((target for _, target in moves), default=2)
+        return self.nofile is not None and top >= self.nofile[0] != resource.RLIM_INFINITY
 
 
 class PidGuess:
@@ -96,7 +130,7 @@ class PidGuess:
 
 def spawn(launch: Launch, guess: PidGuess | None = None) -> int:
     """Start the process; its pid, or SpawnError if the program could not be executed."""
-    if launch.credentials is not None:
+    if launch.needs_fork:
         return _fork(launch)
     if not launch.pid_variables:
         return _posix_spawn(launch, launch.env, shell=False)
@@ -124,15 +158,9 @@ def _posix_spawn(launch: Launch, env: dict[str, str], shell: bool) -> int:
     for target, source in ((0, launch.stdin), (1, launch.stdout), (2, launch.stderr)):
         if source is not None:
             actions.append((os.POSIX_SPAWN_DUP2, source, target))
-    # Two steps, so that placing one fd never overwrites another not yet placed: first above
-    # every fd involved, then down to 3, 4, … (dup2 also clears close-on-exec on the copy).
-    top = max([2 + len(launch.fds), *launch.fds, *(s for s in (launch.stdin, launch.stdout,
-                                                               launch.stderr) if s is not None)]) + 1
-    for i, fd in enumerate(launch.fds):
-        actions.append((os.POSIX_SPAWN_DUP2, fd, top + i))
-    for i in range(len(launch.fds)):
-        actions.append((os.POSIX_SPAWN_DUP2, top + i, 3 + i))
-        actions.append((os.POSIX_SPAWN_CLOSE, top + i))
+    moves, temporaries = _placement(launch.fds)
+    actions += [(os.POSIX_SPAWN_DUP2, source, target) for source, target in moves]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in temporaries]
 
     moved = launch.cwd != "/"
     try:
@@ -142,8 +170,9 @@ def _posix_spawn(launch: Launch, env: dict[str, str], shell: bool) -> int:
         raise SpawnError(launch.argv[0], e.errno, f"working directory {launch.cwd}: {e.strerror}") from None
     old_umask = os.umask(launch.umask) if launch.umask is not None else None
     try:
-        return os.posix_spawn(path, argv, env, file_actions=actions, setsid=True,
-                              setsigmask=(), setsigdef=_DEFAULTABLE)
+        with resources.lowered_nofile(launch.nofile):
+            pid = os.posix_spawn(path, argv, env, file_actions=actions, setsid=True,
+                                 setsigmask=(), setsigdef=_DEFAULTABLE)
     except OSError as e:
         raise SpawnError(launch.argv[0], e.errno or errno.EIO, e.strerror) from None
     finally:
@@ -151,6 +180,48 @@ def _posix_spawn(launch: Launch, env: dict[str, str], shell: bool) -> int:
             os.umask(old_umask)
         if moved:
             os.chdir("/")
+    if launch.oom_score_adj_after is not None:
+        try:  # its program is still being loaded; PID 1's own score never moved
+            resources.write_oom_score(pid, launch.oom_score_adj_after)
+        except OSError:
+            pass  # it has already ended
+    return pid
+
+
+def _placement(fds: list[int]) -> tuple[list[tuple[int, int]], list[int]]:
+    """dup2 steps that put fds[i] on 3 + i, and the temporary copies to close afterwards.
+
+    A parallel assignment done one step at a time: a step may overwrite a number only once no
+    later step reads it (anything else there is one of activator's close-on-exec descriptors,
+    gone at exec anyway). When only cycles are left (3 and 4 to swap), one source goes to the
+    first number after the targets first. So no step uses a number above 3 + N. A step onto
+    itself is kept: glibc's posix_spawn (since 2.29) clears close-on-exec for it, and the
+    fork path does so itself.
+    """
+    end = 3 + len(fds)
+    pending = {3 + i: fd for i, fd in enumerate(fds)}  # target -> source
+    readers: dict[int, int] = {}  # source -> how many pending steps read it
+    for fd in fds:
+        readers[fd] = readers.get(fd, 0) + 1
+    moves: list[tuple[int, int]] = []
+    temporaries: list[int] = []
+    while pending:
+        ready = [t for t, fd in pending.items() if t == fd or not readers.get(t)]
+        if not ready:  # cycles only: every target is still to be read
+            target, source = next(iter(pending.items()))
+            spare = next(n for n in itertools.count(end) if not readers.get(n))
+            moves.append((source, spare))
+            temporaries.append(spare)
+            for t, fd in pending.items():
+                if fd == source:
+                    pending[t] = spare
+            readers[spare], readers[source] = readers.pop(source), 0
+            continue
+        for target in ready:
+            source = pending.pop(target)
+            moves.append((source, target))
+            readers[source] -= 1
+    return moves, [t for t in temporaries if t >= end]
 
 
 def _fork(launch: Launch) -> int:
@@ -167,8 +238,9 @@ def _fork(launch: Launch) -> int:
                 os.execve(launch.program, launch.argv, launch.env)
             except BaseException as e:
                 code = getattr(e, "errno", None) or errno.EIO
+                text = str(e) if isinstance(e, _SetupError) else ""  # else strerror says it
                 try:
-                    os.write(write_end, code.to_bytes(4, "little") + str(e).encode()[:500])
+                    os.write(write_end, code.to_bytes(4, "little") + text.encode()[:500])
                 finally:
                     os._exit(127 if code == errno.ENOENT else 126)
             os._exit(127)  # not reached
@@ -184,7 +256,7 @@ def _fork(launch: Launch) -> int:
     if report:
         os.waitpid(pid, 0)  # our own child that just failed; nothing else waits for it
         code = int.from_bytes(report[:4], "little")
-        raise SpawnError(launch.argv[0], code, os.strerror(code))
+        raise SpawnError(launch.argv[0], code, report[4:].decode(errors="replace") or None)
     return pid
 
 
@@ -199,15 +271,31 @@ def _child_setup(launch: Launch) -> None:
     for target, source in ((0, launch.stdin), (1, launch.stdout), (2, launch.stderr)):
         if source is not None:
             os.dup2(source, target)
-    top = max([2 + len(launch.fds), *launch.fds]) + 1
-    moved = [os.dup2(fd, top + i) for i, fd in enumerate(launch.fds)]
-    for i, fd in enumerate(moved):
-        os.dup2(fd, 3 + i)
-        os.set_inheritable(3 + i, True)  # dup2 onto itself would have left close-on-exec set
+    moves, temporaries = _placement(launch.fds)
+    for source, target in moves:
+        os.dup2(source, target)
+        os.set_inheritable(target, True)
+    for fd in temporaries:
         os.close(fd)
     os.chdir(launch.cwd)
     if launch.umask is not None:
         os.umask(launch.umask)
+    # Limits and the OOM score after the descriptors are placed (a lower nofile limit would
+    # forbid the numbers used on the way), before privileges are dropped (raising a hard
+    # limit, or lowering the score, needs them).
+    limits = [(resource.RLIMIT_NOFILE, *launch.nofile)] if launch.nofile is not None else []
+    for which, soft, hard in [*limits, *launch.rlimits]:
+        try:
+            resource.setrlimit(which, (soft, hard))
+        except (OSError, ValueError) as e:  # ValueError: Python's word for EPERM and EINVAL here
+            name = next((n for n, r in resources.LIMITS.items() if r == which), str(which))
+            raise _SetupError(errno.EPERM, f"limits: cannot set {name} to {soft}:{hard}: {e}") from None
+    for score in (launch.oom_score_adj, launch.oom_score_adj_after):
+        if score is not None:
+            try:
+                resources.write_oom_score("self", score)
+            except OSError as e:
+                raise _SetupError(e.errno, f"cannot set oom_score_adj to {score}: {e.strerror}") from None
     credentials = launch.credentials
     if credentials is not None:  # privileges dropped last
         os.setgroups(list(credentials.groups))

@@ -13,22 +13,25 @@ old one, so a reader sees one whole version or the next. Its schema is SPEC §6'
      "reload": {"requested", "completed", "outcome", "errors", "time", "generation"}}
 
 `activator status` reads it and adds CPU and memory per instance (the instance's process
-and its descendants, from psutil, which only this command imports).
+and its descendants, from one reading of the process table).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 
-from activator import __version__
+from activator import __version__, locate
 from activator.log import rfc3339
 from activator.service import S
 
 STATUS_FILE = "status.json"
 NOT_RUNNING = 3  # the exit status of a command that finds no activator (SPEC §8)
+RETRY_FIRST, RETRY_MAX = 1.0, 30.0
+MAX_STATUS_BYTES = 64 << 20  # some 100,000 units' worth
 
 
 def _when(wall: float | None) -> str | None:
@@ -79,83 +82,224 @@ def snapshot(services: dict, sockets, generation: int, started_wall: float, relo
         "version": __version__,
         "started": rfc3339(started_wall),
         "generation": generation,
+        "process_start": locate.start_ticks("self"),  # proves who activator is (locate.py)
         "units": {name: unit_snapshot(service, sockets) for name, service in services.items()},
         "reload": dict(reload_record),
     }
 
 
 class StatusWriter:
-    def __init__(self, runtime_dir: str, log):
+    """Writes status.json after changes. When the runtime directory is full (ENOSPC) or
+    read-only (EROFS), each cause is logged once, and recovery once; the temporary file is
+    removed, and a retry waits on a timer (1 s, doubling up to 30 s) that exists only while
+    writing fails: the last status is written as soon as it can be, changes or not."""
+
+    def __init__(self, runtime_dir: str, log, loop):
         self.log = log
+        self.loop = loop
         self.path = os.path.join(runtime_dir, STATUS_FILE)
+        self.failing: int | None = None  # the errno being reported, while writes fail
+        self.retry = None
+        self.retry_delay = RETRY_FIRST
+        self.last: dict | None = None
 
     def write(self, snapshot: dict) -> None:
+        self.last = snapshot
         data = json.dumps(snapshot, indent=1).encode() + b"\n"
         temporary = f"{self.path}.{os.getpid()}.tmp"
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
-                os.write(fd, data)
+                view = memoryview(data)
+                while view:  # a full disk may take part of it, then refuse the rest
+                    view = view[os.write(fd, view):]
             finally:
                 os.close(fd)
             os.replace(temporary, self.path)
         except OSError as e:
-            self.log.warning(f"cannot write {self.path}: {e.strerror}")
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            self.failed(e)
+            return
+        if self.failing is not None:
+            self.failing = None
+            self.log.info(f"{self.path} is written again")
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
+        self.retry_delay = RETRY_FIRST
+
+    def failed(self, error: OSError) -> None:
+        if self.failing != error.errno:
+            self.failing = error.errno
+            self.log.warning(f"cannot write {self.path}: {error.strerror}; it stays as it "
+                                     "was until it can be written again")
+        if self.retry is None:
+            self.retry = self.loop.call_later(self.retry_delay, self._retry)
+            self.retry_delay = min(self.retry_delay * 2, RETRY_MAX)
+
+    def _retry(self) -> None:
+        self.retry = None
+        self.write(self.last)
+
+
+def check_runtime_dir(path: str) -> None:
+    """At boot: OSError unless `path` exists or can be made, and files can be made in it."""
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    probe = os.path.join(path, f".activator-{os.getpid()}.probe")
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    os.unlink(probe)
 
 
 # ---------------------------------------------------------------------- the command
 
-def read(runtime_dir: str) -> dict:
-    """The status.json last written, or OSError/ValueError saying why there is none."""
-    with open(os.path.join(runtime_dir, STATUS_FILE), "rb") as f:
-        data = json.load(f)
-    if not isinstance(data.get("pid"), int):
-        raise ValueError("status.json has no pid")
+class Damaged(ValueError):
+    """status.json is there but cannot be what activator wrote: cut short, another shape, huge."""
+
+    def __init__(self, why: str):
+        super().__init__(f"status.json is damaged: {why}")
+
+
+def read(runtime_dir: str, retries: int = 1) -> dict:
+    """The status.json last written; OSError when there is none, Damaged when it cannot be
+    read. A damaged file is read again once, a moment later: on a filesystem where renaming
+    is not atomic, a reader may meet the writer half-way."""
+    path = os.path.join(runtime_dir, STATUS_FILE)
+    for attempt in range(retries + 1):
+        try:
+            return _read_once(path)
+        except Damaged:
+            if attempt == retries:
+                raise
+            time.sleep(0.05)
+    raise AssertionError("not reached")  # pragma: no cover
+
+
+def _read_once(path: str) -> dict:
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_STATUS_BYTES:
+            raise Damaged(f"{size} bytes, more than activator ever writes ({MAX_STATUS_BYTES})")
+        text = f.read(MAX_STATUS_BYTES + 1)
+    if len(text) > MAX_STATUS_BYTES:
+        raise Damaged(f"more than {MAX_STATUS_BYTES} bytes")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as e:  # JSON or UTF-8 errors, absurd nesting
+        raise Damaged(f"not valid JSON ({e.__class__.__name__}): cut short, or not written by activator") from None
+    _check_shape(data)
     return data  # whether that activator still runs, and where: locate.activator_pid
 
 
-def add_usage(data: dict, interval: float = 0.1, seen_here=lambda pid: pid) -> None:
-    """cpu_percent and rss_bytes per instance: its process tree, sampled over `interval`.
-    `seen_here` turns activator's pids into this process's (see locate.py)."""
-    import psutil
+_OPTIONAL_TEXT = (str, type(None))
+_OPTIONAL_NUMBER = (int, type(None))
+_UNIT_KEYS = {"state": (str,), "description": _OPTIONAL_TEXT, "type": _OPTIONAL_TEXT, "start": _OPTIONAL_TEXT,
+              "failure": _OPTIONAL_TEXT, "connections": _OPTIONAL_NUMBER, "instances": (list,),
+              "sockets": (list,)}
+_INSTANCE_KEYS = {"instance": (int,), "pid": _OPTIONAL_NUMBER, "state": (str,), "started": _OPTIONAL_TEXT,
+                  "restarts": _OPTIONAL_NUMBER, "exit_status": _OPTIONAL_NUMBER, "status": _OPTIONAL_TEXT,
+                  "errno": _OPTIONAL_NUMBER}
+_SOCKET_KEYS = {"name": (str,), "listen": (str,), "fd": _OPTIONAL_NUMBER}
 
-    trees: dict[tuple[str, int], list] = {}
+
+def _check_shape(data) -> None:
+    """Damaged unless every value `status`, `reload` and the table use has the type they expect."""
+    if not isinstance(data, dict):
+        raise Damaged("not a JSON object")
+    _check_keys(data, {"pid": (int,), "version": _OPTIONAL_TEXT, "started": _OPTIONAL_TEXT,
+                       "generation": _OPTIONAL_NUMBER, "process_start": _OPTIONAL_NUMBER,
+                       "units": (dict,), "reload": (dict,)}, "")
+    if data["pid"] <= 0:
+        raise Damaged(f"pid {data['pid']}")
+    if data.get("started") is not None:
+        _check_time(data["started"], "started")
+    for name, unit in data.get("units", {}).items():
+        where = f"units.{name}"
+        if not isinstance(unit, dict):
+            raise Damaged(f"{where} is not an object")
+        _check_keys(unit, _UNIT_KEYS, where)
+        for i, instance in enumerate(unit.get("instances", [])):
+            if not isinstance(instance, dict):
+                raise Damaged(f"{where}.instances[{i}] is not an object")
+            _check_keys(instance, _INSTANCE_KEYS, f"{where}.instances[{i}]")
+            if instance.get("started") is not None:
+                _check_time(instance["started"], f"{where}.instances[{i}].started")
+        for i, socket in enumerate(unit.get("sockets", [])):
+            if not isinstance(socket, dict):
+                raise Damaged(f"{where}.sockets[{i}] is not an object")
+            _check_keys(socket, _SOCKET_KEYS, f"{where}.sockets[{i}]")
+    _check_keys(data.get("reload", {}), {"requested": _OPTIONAL_NUMBER, "completed": _OPTIONAL_NUMBER,
+                         "outcome": _OPTIONAL_TEXT, "errors": (list, type(None)),
+                         "generation": _OPTIONAL_NUMBER}, "reload")
+
+
+def _check_keys(mapping: dict, expected: dict, where: str) -> None:
+    for key, types in expected.items():
+        if key not in mapping:
+            if type(None) in types or key in ("instances", "sockets", "units", "reload"):
+                continue
+            raise Damaged(f"{where + '.' if where else ''}{key} is missing")
+        value = mapping[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise Damaged(f"{where + '.' if where else ''}{key} is {type(value).__name__}, not "
+                          f"{' or '.join(t.__name__ for t in types if t is not type(None))}")
+
+
+def _check_time(text: str, where: str) -> None:
+    from datetime import datetime
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise Damaged(f"{where} is not a time: {text[:40]!r}") from None
+
+
+def _process_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent pid, CPU ticks, resident pages) of every process here: one pass over /proc."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _stat(name)
+            if fields is not None:
+                table[int(name)] = fields
+    return table
+
+
+def _stat(pid) -> tuple[int, int, int] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[21])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def add_usage(data: dict, interval: float = 0.1, seen_here=lambda pid: pid) -> None:
+    """cpu_percent and rss_bytes per instance: its process and their descendants, sampled
+    over `interval`. The process table is read once, whatever the number of units; then only
+    the processes that count are read again. `seen_here` turns activator's pids into this
+    process's (see locate.py)."""
+    table = _process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    trees: dict[tuple[str, int], list[int]] = {}
     for name, unit in data.get("units", {}).items():
         for instance in unit.get("instances", []):
             pid = instance.get("pid") and seen_here(instance["pid"])
-            procs = []
-            if pid:
-                try:
-                    root = psutil.Process(pid)
-                    procs = [root] + root.children(recursive=True)
-                except psutil.Error:
-                    procs = []
-            trees[(name, instance["instance"])] = procs
-
-    def cpu(procs):
-        total = 0.0
-        for p in procs:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.Error:
-                pass
-        return total
-
-    before = {key: cpu(procs) for key, procs in trees.items()}
+            tree = [pid] if pid in table else []
+            for member in tree:  # grows while it is walked: every descendant
+                tree.extend(children.get(member, ()))
+            trees[(name, instance["instance"])] = tree
     time.sleep(interval)
+    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
     for name, unit in data.get("units", {}).items():
         for instance in unit.get("instances", []):
-            procs = trees[(name, instance["instance"])]
-            rss = 0
-            for p in procs:
-                try:
-                    rss += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            used = cpu(procs) - before[(name, instance["instance"])]
-            instance["cpu_percent"] = round(max(used, 0.0) / interval * 100, 1) if procs else None
-            instance["rss_bytes"] = rss if procs else None
+            tree = trees[(name, instance["instance"])]
+            now = {pid: fields for pid in tree if (fields := _stat(pid)) is not None}
+            used = sum(fields[1] - table[pid][1] for pid, fields in now.items()) / tick
+            instance["cpu_percent"] = round(max(used, 0.0) / interval * 100, 1) if tree else None
+            instance["rss_bytes"] = sum(fields[2] for fields in now.values()) * page if tree else None
 
 
 def healthy(data: dict) -> bool:
@@ -241,13 +385,14 @@ def _row(label, state, instance, info, with_usage, width) -> str:
 def command(runtime_dir: str, as_json: bool, units: list[str] = (), wide: bool = False) -> int:
     try:
         data = read(runtime_dir)
+    except Damaged as e:
+        print(f"activator status: {e}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         print(f"activator status: no running activator in {runtime_dir}: {reason}", file=sys.stderr)
         return NOT_RUNNING
-    from activator import locate
-
-    here = locate.activator_pid(runtime_dir, data["pid"])
+    here = locate.activator_pid(runtime_dir, data["pid"], data.get("process_start"))
     if here is None:  # e.g. pid 1 of a PID namespace that has ended, read from the host
         print(f"activator status: no running activator in {runtime_dir}: activator (pid "
               f"{data['pid']}) is not running here; status.json is stale", file=sys.stderr)

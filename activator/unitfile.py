@@ -14,7 +14,7 @@ import os
 import pwd
 from collections.abc import Mapping
 
-from activator import envfile, templates, yamlsource
+from activator import envfile, resources, templates, yamlsource
 from activator.discovery import at_line
 from activator.model import (Credentials, Location, Problem, Socket, Unit, find_program, may_enter,
                              service_path, user_label)
@@ -157,7 +157,8 @@ class UnitReader:
             kill_signal=values["kill_signal"], reload_signal=values["reload_signal"],
             watchdog_sec=values["watchdog_sec"], notify_access=notify_access, output=values["output"],
             success_action=values["success_action"], failure_action=values["failure_action"],
-            files=tuple(self.files),
+            log_buffer_lines=values["log_buffer_lines"], oom_score_adjust=values["oom_score_adjust"],
+            limits=self.read_limits(doc.get("limits")), files=tuple(self.files),
         )
         # The program is looked for only with what decides where it is and who runs it known
         # good; else the message would be a consequence of an error already reported.
@@ -198,6 +199,12 @@ class UnitReader:
                            "(use simple or exec)")
         if values["start"] == "on-demand" and not declared:
             self.error(("start",), "start: on-demand needs at least one socket to wait on")
+
+    def read_limits(self, value) -> tuple[tuple[str, int, int], ...]:
+        limits, problems = resources.read_limits(value, lambda name: self.doc.raw.get(("limits", name)))
+        for path, message in problems:
+            self.error(path, message)
+        return limits
 
     def check_templates(self, exec_templates, exec_paths, environment, socket_names: set[str]) -> None:
         sites = list(zip(exec_paths, exec_templates))

@@ -266,6 +266,9 @@ SERVICE_KEYS: dict[str, tuple[Callable | None, object]] = {
     "output": (_choice("prefix", "inherit", "null"), "prefix"),
     "success_action": (_choice("none", "exit"), "none"),
     "failure_action": (_choice("none", "exit"), "none"),
+    "log_buffer_lines": (_integer(0, 1_000_000), 1000),
+    "oom_score_adjust": (_integer(-1000, 1000), None),
+    "limits": (None, None),
 }
 
 SOCKET_KEYS: dict[str, tuple[Callable | None, object]] = {

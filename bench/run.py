@@ -1,11 +1,11 @@
 """Run every benchmark with its defaults and print their tables (`make bench`).
 
-    .venv/bin/python bench/run.py [--rounds N] [--only pid1,sockets,reload,load_units]
+    .venv/bin/python bench/run.py [--rounds N] [--only pid1,sockets,reload,load_units,faults]
 
 Installs the peers first (bench/setup, idempotent). The tables go to stdout and, with the
 machine's description and every raw measurement, to bench/results/DATE/ (not committed).
 Progress goes to stderr. `--rounds N` is passed to pid1.py, sockets.py and reload.py: more
-rounds, steadier medians, longer runs (load_units.py, maintained separately, runs with its
+rounds, steadier medians, longer runs (load_units.py and faults.py run with their own
 defaults).
 """
 
@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-BENCHMARKS = ["pid1", "sockets", "reload", "load_units"]  # load_units.py is maintained separately
+BENCHMARKS = ["pid1", "sockets", "reload", "load_units", "faults"]
+OWN_DEFAULTS = ("load_units", "faults")  # no --json, no --rounds: run as they are
 
 
 def machine() -> str:
@@ -56,7 +57,7 @@ def main() -> int:
             print(f"({name}.py is not there yet: skipped)\n", flush=True)
             continue
         argv = [sys.executable, str(script)]
-        if name != "load_units":  # maintained separately: run with its own defaults
+        if name not in OWN_DEFAULTS:
             argv += ["--json", str(out_dir / f"{name}.json")]
             if args.rounds:
                 argv += ["--rounds", str(args.rounds)]

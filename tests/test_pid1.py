@@ -201,12 +201,14 @@ def test_exit_2_for_a_bad_command_line(tmp_path):
     assert "usage:" in result.stderr
 
 
-def test_exit_1_when_activator_cannot_go_on(activator, tmp_path):
+def test_exit_2_when_the_runtime_directory_cannot_be_made(activator, tmp_path):
+    """Checked before anything starts, like a socket that cannot be bound (SPEC §7: 2)."""
     blocker = tmp_path / "file"
     blocker.write_text("")
     a = activator({"one": "exec: [sleep, infinity]"}, env={"ACTIVATOR_RUNTIME_DIR": str(blocker / "run")},
                   wait_ready=False)
-    assert a.wait_exit() == 1
+    assert a.wait_exit() == 2
+    assert f"runtime directory {blocker / 'run'}: Not a directory: nothing started" in a.output()
 
 
 def test_version_and_help():
