@@ -32,6 +32,7 @@ import time
 import traceback
 
 from activator import activation, log as logmod, spawn
+from activator.counters import Counters
 from activator.log import Log
 from activator.notify import Message, NotifyServer
 from activator.output import OutputPipe
@@ -148,6 +149,7 @@ class Manager:
         # Only as PID 1 is the namespace's next pid ours to predict (spawn.py, step 2).
         self.pid_guess = spawn.PidGuess() if self.is_pid1 else None
         self.explicit_dirs = True
+        self.counters = Counters()  # for /metrics (counters.py)
 
     # ------------------------------------------------------------------ boot
 
@@ -313,6 +315,7 @@ class Manager:
         self.reloader.begin()
 
     def reload_finished(self) -> None:
+        self.counters.reload_finished(self.reloader.command, self.reload_record.get("outcome"))
         self.reloader = None
         self.mark_dirty()
         if self.pending_commands and not self.shutting_down:
@@ -754,6 +757,7 @@ class Manager:
         if isinstance(address, tuple) and len(address) >= 2:
             connection["REMOTE_ADDR"], connection["REMOTE_PORT"] = address[0], address[1]
         service.connection_count += 1
+        self.counters.connection(service.unit.sockets[0].name)
         with self.guard(service):
             proc = self.launch(service, service.unit, None, service.connection_count, connection)
             if proc is not None:
@@ -923,11 +927,13 @@ class Manager:
         for message in self.notify.receive():
             proc = self.sender(message.pid)
             if proc is None or not self.allowed(proc, message.pid):
+                self.counters.notify_message(accepted=False)
                 self.log.debug(f"notify message from pid {message.pid} ignored: "
                                + ("not a process of a unit" if proc is None else
                                   f"notify_access is {proc.unit.notify_access}"))
                 message.close_fds()
                 continue
+            self.counters.notify_message(accepted=True)
             with self.guard(self.services.get(proc.unit.name)):
                 self.apply_notify(proc, message)
             message.close_fds()
@@ -1047,6 +1053,7 @@ class Manager:
             self.log.warning("WATCHDOG=trigger: aborting it" if triggered else
                              f"no WATCHDOG=1 for {proc.watchdog_usec / 1e6:g}s: aborting it", **proc.where)
             proc.result = "watchdog"
+            self.counters.watchdog_timeout(proc.unit.name)
             proc.cancel_timers("watchdog", "start")
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.main_pid, signal.SIGABRT)
