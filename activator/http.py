@@ -437,6 +437,13 @@ class Server:
         except OSError:
             pass
         connection.sock.close()
+        # Idle again: no timer may wake the loop for connections that are gone.
+        if not self.connections and self.timer is not None:
+            self.timer.cancel()
+            self.timer = self.timer_at = None
+        if self.event_timer is not None and not any(c.streaming for c in self.connections.values()):
+            self.event_timer.cancel()
+            self.event_timer = None
 
     # ------------------------------------------------------------------ deadlines
 
