@@ -63,13 +63,23 @@ def test_keep_alive_and_pipelined_requests(activator):
     a = activator({"web": SLEEPER}, args=HTTP_ARGS)
     with connect(a) as sock:
         sock.sendall(b"GET /livez HTTP/1.1\r\nHost: a\r\n\r\nGET /readyz HTTP/1.1\r\nHost: a\r\n\r\n")
-        first = read_response(sock)
-        assert (first.status, first.body) == (200, b"ok\n")
-        sock.sendall(b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n")
-        data = b""
-        while data.count(b"HTTP/1.1 ") < 2:
-            data += sock.recv(65536)
-        assert b"HTTP/1.1 200 OK" in data and b"HTTP/1.1 404 Not Found" in data
+        data = receive_until(sock, lambda d: d.count(b"HTTP/1.1 ") >= 2 and d.endswith(b"}\n"))
+        assert data.startswith(b"HTTP/1.1 200 OK") and b"\r\n\r\nok\n" in data
+        assert data.count(b"HTTP/1.1 200 OK") == 2 and b'"ready": true' in data
+        sock.sendall(b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n")  # the same connection, kept
+        data = receive_until(sock, lambda d: d.endswith(b"not found\n"))
+        assert data.startswith(b"HTTP/1.1 404 Not Found")
+
+
+def receive_until(sock, complete, timeout: float = 10.0) -> bytes:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not complete(data):
+        assert time.monotonic() < deadline, data
+        chunk = sock.recv(65536)
+        assert chunk, f"closed early: {data!r}"
+        data += chunk
+    return data
 
 
 def test_idle_and_slow_clients_are_cut_off(activator):
