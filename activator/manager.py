@@ -29,7 +29,6 @@ import os
 import select
 import signal
 import time
-import traceback
 
 from activator import activation, log as logmod, spawn
 from activator.counters import Counters
@@ -224,6 +223,7 @@ class Manager:
                 failures = 0
             except Exception:
                 failures += 1
+                import traceback  # only when needed: with linecache and tokenize, 0.6 MiB
                 self.log.error("internal error in the event loop:\n" + traceback.format_exc().rstrip())
                 if failures >= 20:
                     return self.fatal()
@@ -258,6 +258,7 @@ class Manager:
             yield
         except Exception:
             name = service.name if service else None
+            import traceback
             self.log.error("internal error:\n" + traceback.format_exc().rstrip(), unit=name)
             if service is not None and not service.failed:
                 service.failed = "internal error in activator (see the log)"
