@@ -290,3 +290,20 @@ def test_no_wake_up_while_no_request_arrives(activator):
         time.sleep(seconds)
         return context_switches(a.pid) == before
     assert wait_for(lambda: quiet_for(2.0), 20, what="2 s without a wake-up of PID 1")
+
+
+def test_cpu_and_memory_count_the_descendants_of_an_instance(activator):
+    """A shell whose child does the work: the instance's CPU is the child's."""
+    busy = f"{PYTHON} -c 'import time; end = time.time() + 60\\nwhile time.time() < end: pass'"
+    a = activator({"busy": f"""
+        exec: [sh, -c, "{busy} & wait"]
+    """}, args=HTTP_ARGS)
+
+    def busy_enough():
+        text = get(a, "/metrics").text
+        cpu = sample(text, "activator_unit_cpu_seconds_total", unit="busy", instance="1")
+        return text if cpu is not None and cpu >= 0.5 else None
+    text = wait_for(busy_enough, 30, interval=0.2, what="the child's CPU counted for the instance")
+    assert sample(text, "activator_unit_memory_rss_bytes", unit="busy", instance="1") > 5_000_000  # sh + python
+    status = get(a, "/status.json").json()["units"]["busy"]["instances"][0]
+    assert status["cpu_percent"] > 20  # since the previous reading: the child spins
