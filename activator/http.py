@@ -5,7 +5,7 @@ Design
 Why inside PID 1, and not a helper process: `/livez` must be answered by the loop that
 reaps, so that a wedged loop fails the probe; a second process would need PID 1 to answer
 it anyway, and a second Python interpreter costs 9 MiB where this costs about 2.3
-(h11 and the modules below, measured in bench/http.py and README §12).
+(h11 and the modules below, measured by bench/http_endpoint.py; README has the figures).
 
 How it stays out of the way of reaping and supervision:
 

@@ -8,11 +8,12 @@ picture: docs/dashboard.png)."""
 import os
 import shutil
 import signal
+import socket
 import time
 
 import pytest
 
-from harness import wait_for
+from harness import PYTHON, wait_for
 from http_support import base_url
 
 CHROMIUM = shutil.which("chromium")
@@ -46,6 +47,9 @@ def text_of(driver, css: str) -> str | None:
         return None
 
 
+NOTIFIER = ("import os, socket, time; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); "
+            "s.connect(os.environ['NOTIFY_SOCKET']); "
+            "s.send(b'READY=1'); s.send(b'STATUS=serving: 3 clients, 12 requests/s'); time.sleep(3600)")
 RESTARTS = '[data-unit="worker"] [data-instance="1"] [data-field="restarts"]'
 
 
@@ -64,6 +68,11 @@ def test_the_dashboard_shows_a_restart_live(activator, browser, tmp_path):
             restart: always
             restart_sec: 0.1
         """,
+        "api": f"""
+            description: says how it is doing with STATUS=
+            type: notify
+            exec: [{PYTHON}, -c, "{NOTIFIER}"]
+        """,
         "broken": """
             exec: [sh, -c, "echo cannot read the config >&2; exit 3"]
             restart: "no"
@@ -78,6 +87,13 @@ def test_the_dashboard_shows_a_restart_live(activator, browser, tmp_path):
     assert "failed" in text_of(browser, '[data-unit="broken"] h2')
     assert "not ready" in text_of(browser, "#ready")
     assert "broken" in text_of(browser, "#problems")
+    wait_for(lambda: "12 requests/s" in (text_of(browser, '[data-unit="api"] [data-field="status"]') or ""), 20,
+             what="the last STATUS= text on the page")
+
+    port = int(a.status()["units"]["web"]["sockets"][0]["listen"].rsplit(":", 1)[1])
+    waiting = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    wait_for(lambda: text_of(browser, '[data-socket="http"] [data-field="queue"]') == "3", 20,
+             what="3 clients waiting in the accept queue, on the page")
 
     os.kill(a.host_pids("worker")[0], signal.SIGKILL)
     wait_for(lambda: text_of(browser, RESTARTS) == "1", 20, interval=0.1, what="the restart on the page")
@@ -101,3 +117,5 @@ def test_the_dashboard_shows_a_restart_live(activator, browser, tmp_path):
     assert overflow <= 0, overflow
     browser.save_screenshot(str(tmp_path / "narrow.png"))
     assert text_of(browser, RESTARTS).endswith("1")
+    for client in waiting:
+        client.close()
