@@ -11,7 +11,7 @@ from activator import __version__
 RUNTIME_DIR = "/run/activator"
 UNIT_COMMANDS = ("start", "stop", "restart", "signal", "scale", "logs")
 USAGE = """\
-activator [--units DIR]... [--log-format text|json] [-- CMD [ARG...]]
+activator [--units DIR]... [--log-format text|json] [--http ADDR] [-- CMD [ARG...]]
        activator check [--units DIR]...
        activator status [UNIT...] [--json] [--wide]
        activator reload
@@ -120,6 +120,8 @@ options:
                        default $ACTIVATOR_UNITS (colon-separated), else /etc/activator/units
   --log-format FORMAT  text (default) or json: one object per line, for activator's messages
                        and service output alike
+  --http ADDR          serve /livez, /readyz, /metrics, /status.json and a dashboard on
+                       HOST:PORT, [V6]:PORT or unix:/path (default $ACTIVATOR_HTTP; off)
   -- CMD [ARG...]      run CMD as the extra unit `main`: activator exits with its status
   --version            print the version
   -h, --help           print this help
@@ -128,13 +130,14 @@ commands: check, status, reload, import (each has --help)
 """
 
 
-def parse_run_arguments(argv: list[str]) -> tuple[list[str], str, list[str] | None]:
-    """(units directories, log format, command) of `activator [...] [-- CMD...]`.
+def parse_run_arguments(argv: list[str]) -> tuple[list[str], str, list[str] | None, str | None]:
+    """(units directories, log format, command, HTTP address) of `activator [...] [-- CMD...]`.
 
     Written out rather than with argparse: PID 1 stays smaller without it (argparse pulls in
     shutil, gettext, bz2 and lzma: about 2 MiB resident for the life of the container)."""
     units: list[str] = []
     log_format = "text"
+    http = os.environ.get("ACTIVATOR_HTTP") or None
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -142,9 +145,9 @@ def parse_run_arguments(argv: list[str]) -> tuple[list[str], str, list[str] | No
             command = argv[i + 1:]
             if not command:
                 raise UsageError("activator: nothing after --")
-            return units, log_format, command
+            return units, log_format, command, http
         option, equals, value = arg.partition("=")
-        if option in ("--units", "--log-format"):
+        if option in ("--units", "--log-format", "--http"):
             if not equals:
                 i += 1
                 if i >= len(argv):
@@ -152,6 +155,8 @@ def parse_run_arguments(argv: list[str]) -> tuple[list[str], str, list[str] | No
                 value = argv[i]
             if option == "--units":
                 units.append(value)
+            elif option == "--http":
+                http = value
             elif value in ("text", "json"):
                 log_format = value
             else:
@@ -165,11 +170,11 @@ def parse_run_arguments(argv: list[str]) -> tuple[list[str], str, list[str] | No
         else:
             raise UsageError(f"activator: unknown argument {arg!r}")
         i += 1
-    return units, log_format, None
+    return units, log_format, None, http
 
 
 def run(argv: list[str]) -> int:
-    units_dirs, log_format, command_line = parse_run_arguments(argv)
+    units_dirs, log_format, command_line, http_address = parse_run_arguments(argv)
     from activator import discovery, loading
 
     dirs, explicit = discovery.directories(units_dirs, os.environ)
@@ -205,8 +210,17 @@ def run(argv: list[str]) -> int:
         log.error(f"runtime directory {runtime_dir()}: {e.strerror}: nothing started")
         return 2
     manager = Manager(model, log, runtime_dir(), command=command_line, explicit_dirs=explicit)
+    server = None
+    if http_address:  # bound before anything starts; h11 is imported only then
+        from activator import http
+        try:
+            listener = http.bind(http_address)
+        except http.AddressError as e:
+            log.error(f"{e}: nothing started")
+            return 2
     try:
         manager.boot()
+        server = http.serve(listener, manager) if http_address else None
     except BindError as e:
         log.error(f"{e}: nothing started")
         return 2
@@ -221,6 +235,8 @@ def run(argv: list[str]) -> int:
         log.error("the event loop broke:\n" + traceback.format_exc().rstrip())
         return manager.fatal()
     finally:
+        if server is not None:
+            server.close()
         log.flush()  # a stalled reader gets a few seconds, not forever
 
 

@@ -17,6 +17,7 @@ import os
 import signal as signals
 
 from activator import dependencies
+from activator.log import rfc3339
 from activator.rolling import Replacer, Roll
 from activator.service import Service
 from activator.states import AT_REST, P, S, StopReason
@@ -262,3 +263,40 @@ class Scale(Operation):
 
 
 OPERATIONS = {"start": Start, "stop": Stop, "restart": Restart, "scale": Scale}
+
+
+def logs(history, sup: Supervisor, client, request: dict) -> None:
+    """`activator logs [UNIT[.N]...] [-n N] [-f]`: the last lines, then (follow) every new one
+    until the client goes; a follower that stops reading is dropped (history.py)."""
+    wanted = [parse_target(sup, text) for text in request.get("units") or []]
+    lines = request.get("lines", 100)
+    if not isinstance(lines, int) or isinstance(lines, bool) or lines < 0:
+        raise Refused(f"expected \"lines\": a number of lines, got {lines!r}")
+    names = [s.name for s, _ in wanted] or sorted(sup.services)
+    numbers = {s.name: n for s, n in wanted if n is not None}
+
+    def shown(unit: str, instance) -> bool:
+        return unit not in numbers or numbers[unit] == instance
+
+    def entry(unit, wall, stream, instance, text) -> dict:
+        service = sup.services.get(unit)
+        return {"time": rfc3339(wall), "unit": unit, "instance": instance, "stream": stream, "text": text,
+                "label": service.label(instance) if service else unit}
+
+    found = [(wall, unit, stream, instance, text) for unit in names
+             for wall, stream, instance, text in history.recent(unit, lines) if shown(unit, instance)]
+    found.sort(key=lambda line: line[0])
+    client.reply({"ok": True, "lines": [entry(u, w, s, i, t) for w, u, s, i, t in found]},
+                 done=not request.get("follow"))
+    if not request.get("follow"):
+        return
+
+    def push():
+        for unit, wall, stream, instance, text in follower.take():
+            if shown(unit, instance):
+                client.reply({"line": entry(unit, wall, stream, instance, text)}, done=False)
+        if follower.dropped:
+            client.server.close(client, "it does not read the lines it follows")
+
+    follower = history.follow(names if wanted else None, on_data=push)
+    client.on_close = follower.close

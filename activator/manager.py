@@ -43,6 +43,7 @@ from activator.loop import Loop
 from activator.model import Model
 from activator.notified import NotifyApplier
 from activator.control import ControlServer
+from activator.counters import Counters
 from activator.notify import NotifyServer
 from activator.output import Relay
 from activator.signals import SignalReceiver
@@ -68,7 +69,9 @@ class Manager:
         self.sockets = SocketTable(self.environ)
         self.notify_path = os.path.join(runtime_dir, "notify")
         self.launcher = Launcher(self.output, self.environ, log, self.notify_path, self.is_pid1)
-        self.supervisor = Supervisor(model, self.loop, log, self.sockets, self.launcher, self.mark_dirty)
+        self.counters = Counters()  # event counts for /metrics
+        self.supervisor = Supervisor(model, self.loop, log, self.sockets, self.launcher, self.mark_dirty,
+                                     self.counters)
         self.notified = NotifyApplier(self.supervisor)
         log.instances_of = self.instances_of
         self.signals: SignalReceiver | None = None
@@ -285,6 +288,7 @@ class Manager:
         self.begin_next()
 
     def reload_finished(self, reloader) -> None:
+        self.counters.reload_finished(reloader.command, reloader.outcome)
         self.reload_record.update(completed=self.reload_record["completed"] + 1,
                                   outcome=reloader.outcome, errors=reloader.errors,
                                   time=logmod.rfc3339(), generation=self.supervisor.generation)
@@ -305,6 +309,8 @@ class Manager:
                 client.reply({"ok": True, "status": self.status_of(request.get("units"))})
             elif command == "signal":
                 client.reply(commands.send_signal(self.supervisor, request))
+            elif command == "logs":
+                commands.logs(self.output.history, self.supervisor, client, request)
             elif self.supervisor.shutting_down:
                 raise commands.Refused("activator is shutting down")
             elif command in ("reload", "restart-all"):
@@ -316,6 +322,11 @@ class Manager:
                 raise commands.Refused(f"unknown command {command!r}")
         except commands.Refused as e:
             client.reply({"ok": False, "error": str(e)})
+
+    def recent_output(self, unit: str, lines: int) -> list[dict]:
+        """The last `lines` lines `unit` wrote (for the dashboard), oldest first."""
+        return [{"time": logmod.rfc3339(wall), "stream": stream, "instance": instance, "text": text}
+                for wall, stream, instance, text in self.output.history.recent(unit, lines)]
 
     def status_of(self, units) -> dict:
         data = self.snapshot()

@@ -22,20 +22,19 @@ class NotifyApplier:
     def __init__(self, supervisor: Supervisor):
         self.supervisor = supervisor
         self.log = supervisor.log
-        self.accepted = 0
-        self.refused = 0
+        self.counters = supervisor.counters
 
     def handle(self, messages: list[Message]) -> None:
         for message in messages:
             proc = self.supervisor.table.sender(message.pid)
             if proc is None or not readiness.allowed(proc.unit.notify_access, message.pid, proc.main_pid):
-                self.refused += 1
+                self.counters.notify_message(accepted=False)
                 self.log.debug(f"notify message from pid {message.pid} ignored: "
                                + ("not a process of a unit" if proc is None else
                                   f"notify_access is {proc.unit.notify_access}"))
                 message.close_fds()
                 continue
-            self.accepted += 1
+            self.counters.notify_message(accepted=True)
             with self.supervisor.guard(self.supervisor.service_of(proc)):
                 self.apply(proc, message)
             message.close_fds()

@@ -25,9 +25,10 @@ KILL_RECHECK_SECONDS = 0.5
 
 
 class ProcessControl:
-    def __init__(self, loop, log: Log, reap):
+    def __init__(self, loop, log: Log, reap, counters):
         self.loop = loop
         self.log = log
+        self.counters = counters
         self.reap = reap  # the one reaper, run again when a SIGKILLed group is rechecked
 
     def signal_group(self, proc: Process, signum: int) -> None:
@@ -110,6 +111,7 @@ class ProcessControl:
         self.log.warning("WATCHDOG=trigger: aborting it" if triggered else
                          f"no WATCHDOG=1 for {proc.watchdog_usec / 1e6:g}s: aborting it", **proc.where)
         proc.result = Result.WATCHDOG
+        self.counters.watchdog_timeout(proc.unit.name)
         proc.cancel_timers("watchdog", "start")
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.main_pid, signal.SIGABRT)

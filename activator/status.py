@@ -304,8 +304,25 @@ def add_usage(data: dict, interval: float = 0.1, seen_here=lambda pid: pid) -> N
 
 def healthy(data: dict) -> bool:
     """SPEC: every eager unit running or exited; on-demand units do not count."""
-    return all(unit.get("healthy") or unit.get("start") == "on-demand"
-               for unit in data.get("units", {}).values())
+    return not not_ready(data)
+
+
+WHY_NOT_READY = {"starting": "started, not ready yet", "restarting": "exited; waiting to restart",
+                 "stopping": "stopping", "waiting": "not started yet: waiting for its dependencies",
+                 "failed": "failed", "exited": "exited"}
+
+
+def not_ready(data: dict) -> list[dict]:
+    """The eager units that keep `healthy` false, each with its state and why."""
+    result = []
+    for name, unit in data.get("units", {}).items():
+        if unit.get("healthy") or unit.get("start") == "on-demand":
+            continue
+        why = unit.get("failure") or next(
+            (i["status"] for i in unit.get("instances", []) if i.get("status")), None)
+        state = unit.get("state")
+        result.append({"unit": name, "state": state, "why": why or WHY_NOT_READY.get(state, state)})
+    return result
 
 
 def _size(n: int | None) -> str:

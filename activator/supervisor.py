@@ -25,6 +25,7 @@ import traceback
 
 from activator import dependencies, reaper
 from activator.dependencies import Start
+from activator.counters import Counters
 from activator.launcher import Launcher
 from activator.log import Log
 from activator.model import Model, Unit
@@ -55,7 +56,7 @@ def where(slot: Slot) -> dict:
 
 class Supervisor:
     def __init__(self, model: Model, loop, log: Log, sockets: SocketTable, launcher: Launcher,
-                 on_change):
+                 on_change, counters: Counters):
         self.model = model
         self.generation = 1
         self.loop = loop
@@ -63,8 +64,9 @@ class Supervisor:
         self.sockets = sockets
         self.launcher = launcher
         self.on_change = on_change
+        self.counters = counters
         self.table = reaper.ProcessTable()
-        self.control = ProcessControl(loop, log, self.reap)
+        self.control = ProcessControl(loop, log, self.reap, counters)
         self.sockets_watch = SocketWatch(loop, sockets, log)
         self.services: dict[str, Service] = {}
         self.listener = Listener()
@@ -432,6 +434,7 @@ class Supervisor:
         if isinstance(address, tuple) and len(address) >= 2:
             details["REMOTE_ADDR"], details["REMOTE_PORT"] = address[0], address[1]
         service.connection_count += 1
+        self.counters.connection(service.unit.sockets[0].name)
         with self.guard(service):
             try:
                 proc = self.launch(service, service.unit, None, service.connection_count, details)
