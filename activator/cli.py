@@ -126,7 +126,8 @@ options:
   --version            print the version
   -h, --help           print this help
 
-commands: check, status, reload, import (each has --help)
+commands: check, status, reload, start, stop, restart, signal, scale, logs, import (each has
+--help)
 """
 
 
@@ -182,7 +183,6 @@ def run(argv: list[str]) -> int:
     loader = loading.start(dirs, dict(os.environ), explicit)  # reads while we import the init
 
     from activator import log as logmod
-    from activator import model as modelmod
     from activator import status  # imported now, in parallel with the loader
     from activator.manager import Manager
     from activator.sockets import BindError
@@ -190,18 +190,9 @@ def run(argv: list[str]) -> int:
     level = {"debug": logmod.DEBUG, "warning": logmod.WARNING, "error": logmod.ERROR}.get(
         os.environ.get("ACTIVATOR_LOG_LEVEL", "").lower(), logmod.INFO)
     log = logmod.Log(json_format=log_format == "json", level=level)
-    try:
-        model = loading.wait(*loader)
-        if command_line:
-            model = modelmod.with_command(model, command_line, os.getcwd())
-    except modelmod.UnitsError as e:
-        for problem in e.problems:
-            (log.warning if problem.warning else log.error)(str(problem))
-        log.error("invalid unit files: nothing started")
-        return 2
-    except loading.LoadFailed as e:
-        log.error(f"{e}: nothing started")
-        return 1
+    model = _loaded_model(loader, command_line, log)
+    if isinstance(model, int):
+        return model
 
     os.chdir("/")  # services start where their unit says; activator holds no directory busy
     try:
@@ -238,6 +229,26 @@ def run(argv: list[str]) -> int:
         if server is not None:
             server.close()
         log.flush()  # a stalled reader gets a few seconds, not forever
+
+
+def _loaded_model(loader, command_line, log):
+    """The model the loader read (with `-- CMD`), or the exit status when there is none."""
+    from activator import loading
+    from activator import model as modelmod
+
+    try:
+        model = loading.wait(*loader)
+        if command_line:
+            model = modelmod.with_command(model, command_line, os.getcwd())
+    except modelmod.UnitsError as e:
+        for problem in e.problems:
+            (log.warning if problem.warning else log.error)(str(problem))
+        log.error("invalid unit files: nothing started")
+        return 2
+    except loading.LoadFailed as e:
+        log.error(f"{e}: nothing started")
+        return 1
+    return model
 
 
 def reload(args) -> int:

@@ -14,20 +14,20 @@ stopped, the rest keep running), unchanged (with `reload_signal`: signalled).
 
 from __future__ import annotations
 
-from typing import NamedTuple
 
+from activator.record import Record
 from activator.model import Model, Socket
 from activator.states import P, S
 
 
-class OpenSocket(NamedTuple):
+class OpenSocket(Record):
     """What the plan needs to know of a socket that is open now."""
     bind_key: tuple
     listen: object
     fingerprint: object
 
 
-class SocketPlan(NamedTuple):
+class SocketPlan(Record):
     renamed: dict  # new name -> old name of the same open socket
     fresh: list  # specs to bind now
     rebinding: dict  # unit name -> specs to bind again once the unit is down
@@ -35,7 +35,7 @@ class SocketPlan(NamedTuple):
     kept: list  # specs whose open socket stays as it is
 
 
-class UnitPlan(NamedTuple):
+class UnitPlan(Record):
     removed: list
     added: list
     restarted: list

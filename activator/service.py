@@ -18,8 +18,8 @@ import enum
 import os
 import signal
 import time
-from typing import NamedTuple
 
+from activator.record import Record
 from activator.model import Unit
 from activator.states import (HEALTHY, PHASES, TRANSITIONS, P, Phase, Result, S, State, StopReason,
                               check_move)
@@ -347,7 +347,7 @@ class Outcome(enum.Enum):
     FAILED = "failed"  # given up
 
 
-class Verdict(NamedTuple):
+class Verdict(Record):
     outcome: Outcome
     failures: int = 0  # consecutive failures from now on, for the backoff
     delay: float = 0.0

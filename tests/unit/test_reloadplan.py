@@ -54,4 +54,4 @@ def test_a_unit_that_gave_up_or_rebinds_is_restarted_not_rescaled():
 def test_a_unit_being_removed_is_left_alone():
     services = {"web": service("web", phase=P.STOPPING)}
     plan = plan_units(services, model(unit("web", description="x")), rebinding={})
-    assert plan == plan._replace(removed=[], added=[], restarted=[], rescaled=[], unchanged=[], revived=[])
+    assert plan == plan.replace(removed=[], added=[], restarted=[], rescaled=[], unchanged=[], revived=[])
