@@ -142,7 +142,10 @@ class UnitReader:
             spec["name"] if isinstance(spec, dict) and isinstance(spec.get("name"), str) else key
             for key, spec in declared.items()}
         self.check_templates(exec_templates or (), exec_paths, environment, socket_names)
-        names_socket = any(r.kind == "socket" for t in exec_templates or () for r in t.refs)
+        # A program told its socket by template (`--bind fd://3`, `UWSGI_HTTP_SOCKET`) may also
+        # read LISTEN_FDS and take the same socket twice: off by default then (SPEC §1).
+        templated = [*(exec_templates or ()), *(t for _, t in environment)]
+        names_socket = any(r.kind == "socket" for t in templated for r in t.refs)
         socket_env = values["socket_env"] if values["socket_env"] is not None else not names_socket
 
         accepting = [s for s in sockets if s.accept]

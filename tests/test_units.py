@@ -442,16 +442,22 @@ def test_an_accept_unit_alone_is_fine(stack):
     assert web.accepts and web.sockets[0].max_connections == 10
 
 
-def test_socket_env_defaults_to_false_when_exec_names_a_socket(stack):
+def test_socket_env_defaults_to_false_when_exec_or_environment_names_a_socket(stack):
     stack.unit("fd", "exec: ['true', --fd, '$(sockets.http)']\nsockets:\n  http: 8000\n")
     stack.unit("plain", "sockets:\n  api: 8001\n")
     stack.unit("forced", "exec: ['true', '$(circus.sockets.admin)']\nsocket_env: true\n"
                "sockets:\n  admin: 8002\n")
     stack.unit("off", "socket_env: false\nsockets:\n  metrics: 8003\n")
-    stack.unit("env_only", "environment: {FD: '$(sockets.x)'}\nsockets:\n  x: 8004\n")
+    # uWSGI reads UWSGI_HTTP_SOCKET and LISTEN_FDS both: named in environment, it is off too.
+    stack.unit("env_only", "environment: {UWSGI_HTTP_SOCKET: 'fd://$(sockets.x)'}\n"
+               "sockets:\n  x: 8004\n")
+    stack.unit("env_forced", "environment: {FD: '$(sockets.y)'}\nsocket_env: true\n"
+               "sockets:\n  y: 8005\n")
+    stack.unit("env_other", "environment: {INSTANCE: '$(instance)'}\nsockets:\n  z: 8006\n")
     model = stack.load()
     assert {n: u.socket_env for n, u in model.units.items()} == {
-        "fd": False, "plain": True, "forced": True, "off": False, "env_only": True}
+        "fd": False, "plain": True, "forced": True, "off": False, "env_only": False,
+        "env_forced": True, "env_other": True}
 
 
 def test_on_demand_needs_a_socket(stack):
