@@ -149,6 +149,7 @@ class Unit(Record):
     failure_action: str = "none"
     files: tuple[str, ...] = ()  # the unit file, then its drop-ins, then environment files
     literal_exec: bool = False  # `-- CMD`: arguments used as given
+    stdio: str = "inherit"  # `socket`: an accept unit's connection is also fds 0 and 1
 
     @property
     def accepts(self) -> bool:

@@ -61,7 +61,8 @@ class Launch:
 
     def __init__(self, program: str, argv: list[str], env: dict[str, str], fds: list[int] = (),
                  cwd: str = "/", umask: int | None = None, credentials: Credentials | None = None,
-                 pid_variables: tuple[str, ...] = (), confirm_exec: bool = False):
+                 pid_variables: tuple[str, ...] = (), confirm_exec: bool = False,
+                 stdio_socket: bool = False):
         self.program = program  # the resolved path; activator's own working directory is always /
         self.argv = argv
         self.env = env
@@ -74,6 +75,16 @@ class Launch:
         self.credentials = credentials
         self.pid_variables = pid_variables  # set to the process's own pid
         self.confirm_exec = confirm_exec  # the caller needs the program's own exec confirmed
+        # inetd style: the first passed fd (a connection) is also 0 and 1, whatever stdin and
+        # stdout say; it stays on 3 too, for programs that read LISTEN_FDS (sshd -i does).
+        self.stdio_socket = stdio_socket
+
+    def standard_fds(self) -> list[tuple[int, int]]:
+        """(target, source) for the fds among 0, 1, 2 that are given a descriptor."""
+        sources = [self.stdin, self.stdout, self.stderr]
+        if self.stdio_socket:
+            sources[0] = sources[1] = self.fds[0]
+        return [(target, source) for target, source in enumerate(sources) if source is not None]
 
 
 class PidGuess:
@@ -120,14 +131,11 @@ def _posix_spawn(launch: Launch, env: dict[str, str], shell: bool) -> int:
         script = f'{assignments}; export {" ".join(launch.pid_variables)}; exec "$0" "$@"'
         path, argv = SHELL, ["sh", "-c", script, launch.program, *launch.argv[1:]]
 
-    actions = []
-    for target, source in ((0, launch.stdin), (1, launch.stdout), (2, launch.stderr)):
-        if source is not None:
-            actions.append((os.POSIX_SPAWN_DUP2, source, target))
+    standard = launch.standard_fds()
+    actions = [(os.POSIX_SPAWN_DUP2, source, target) for target, source in standard]
     # Two steps, so that placing one fd never overwrites another not yet placed: first above
     # every fd involved, then down to 3, 4, … (dup2 also clears close-on-exec on the copy).
-    top = max([2 + len(launch.fds), *launch.fds, *(s for s in (launch.stdin, launch.stdout,
-                                                               launch.stderr) if s is not None)]) + 1
+    top = max([2 + len(launch.fds), *launch.fds, *(s for _, s in standard)]) + 1
     for i, fd in enumerate(launch.fds):
         actions.append((os.POSIX_SPAWN_DUP2, fd, top + i))
     for i in range(len(launch.fds)):
@@ -196,9 +204,8 @@ def _child_setup(launch: Launch) -> None:
         except (OSError, ValueError):
             pass
     os.setsid()
-    for target, source in ((0, launch.stdin), (1, launch.stdout), (2, launch.stderr)):
-        if source is not None:
-            os.dup2(source, target)
+    for target, source in launch.standard_fds():
+        os.dup2(source, target)
     top = max([2 + len(launch.fds), *launch.fds]) + 1
     moved = [os.dup2(fd, top + i) for i, fd in enumerate(launch.fds)]
     for i, fd in enumerate(moved):

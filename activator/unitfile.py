@@ -160,6 +160,9 @@ class UnitReader:
             if unit_type in ("notify", "oneshot"):
                 self.error(("type",), f"type: {unit_type} does not fit a unit with an accept socket "
                            "(use simple or exec)")
+        elif values["stdio"] == "socket" and "sockets" not in self.bad_keys:
+            self.error(("stdio",), "stdio: socket needs a socket with accept: true (each "
+                       "connection becomes the process's stdin and stdout)")
         if values["start"] == "on-demand" and not doc.get("sockets"):
             self.error(("start",), "start: on-demand needs at least one socket to wait on")
 
@@ -181,7 +184,7 @@ class UnitReader:
             kill_signal=values["kill_signal"], reload_signal=values["reload_signal"],
             watchdog_sec=values["watchdog_sec"], notify_access=notify_access, output=values["output"],
             success_action=values["success_action"], failure_action=values["failure_action"],
-            files=tuple(self.files),
+            files=tuple(self.files), stdio=values["stdio"],
         )
         # The program is looked for only with what decides where it is and who runs it known
         # good; else the message would be a consequence of an error already reported.

@@ -131,3 +131,15 @@ def test_broken_files_never_produce_a_traceback(stack):
     assert result.returncode == 1
     assert result.stderr == ""  # no traceback
     assert result.stdout.splitlines()[-1] == "5 errors"
+
+
+def test_stdio_socket_without_an_accept_socket_is_an_error(stack):
+    stack.unit("sshd", "exec: [cat]\nstdio: socket\nsockets:\n  ssh: 2222\n")
+    stack.unit("git", "exec: [cat]\nstdio: socket\nsockets:\n  git: {listen: 9418, accept: true}\n")
+    result = check("--units", str(stack.units))
+    assert result.returncode == 1
+    assert result.stdout.replace(str(stack.root) + "/", "").splitlines() == [
+        "units/sshd.yaml:2: unit sshd: stdio: socket needs a socket with accept: true (each "
+        "connection becomes the process's stdin and stdout)",
+        "1 error",
+    ]
