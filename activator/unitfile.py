@@ -239,7 +239,9 @@ class UnitReader:
                     args.append(as_text(item, self.doc.raw.get(("exec", i))))
                     paths.append(("exec", i))
                 except Invalid as e:
-                    self.error(("exec", i), f"exec: item {i + 1}: {e}")
+                    hint = (" (YAML reads an item with ': ' in it as a mapping: quote it)"
+                            if isinstance(item, dict) else "")
+                    self.error(("exec", i), f"exec: item {i + 1}: {e}{hint}")
             if len(args) != len(value):
                 return None, []
         elif value is None or isinstance(value, dict):

@@ -54,7 +54,8 @@ def test_invalid_units_exit_1_printing_every_error(stack):
     lines = result.stdout.replace(str(stack.root) + "/", "").splitlines()
     assert lines == [
         "units/api.yaml:1: unit api: expected a mapping of keys to values, found a list",
-        "units/db.yaml:2: unit db: YAML: did not find expected ',' or ']'",
+        "units/db.yaml:2: unit db: YAML: did not find expected ',' or ']'; close the '[' on "
+        "line 1 with ']', and quote any item that contains ',', ': ', '[', ']', '{' or '}'",
         "units/web.yaml:2: unit web: instances: expected a number from 1 to 4096, got 0",
         "units/web.yaml:3: unit web: restart: expected one of no, on-failure, on-abnormal, always, "
         "got 'sometimes'",

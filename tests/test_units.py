@@ -489,7 +489,9 @@ def test_every_problem_of_every_file_is_reported_in_one_pass(stack):
         "units/a.yaml:2: unit a: instances: expected a number from 1 to 4096, got 0",
         "units/a.yaml:3: unit a: type: expected one of simple, exec, notify, oneshot, got 'forking'",
         "units/a.yaml:4: unit a: unknown service key 'bogus'",
-        "units/b.yaml:2: unit b: YAML: did not find expected node content",
+        "units/b.yaml:2: unit b: YAML: did not find expected node content; a list '[' or "
+        "mapping '{' is not closed, or has an empty item: close it with ']' or '}', or quote a "
+        "value that starts with '[' or '{'",
         "units/c.yaml:3: unit c: sockets.http.listen: 'tcp://nowhere': expected tcp://HOST:PORT",
         "units/c.yaml:4: unit c: requires: no unit named 'zzz'",
         "units/d.yaml:1: unit d: exec: cannot split the command line like a shell would: No closing quotation",
