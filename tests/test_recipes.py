@@ -1,0 +1,89 @@
+"""The recipes of docs/recipes.md, run as written with the real programs (see recipe_support):
+one request through activator's socket, a reload under a client loop with no failure, a stop
+that leaves nothing behind."""
+
+from __future__ import annotations
+
+import http.client
+import shutil
+import signal
+import socket
+
+import pytest
+
+from recipe_support import edit_unit, install, reload_with_client, stop_leaves_nothing
+from sock_helpers import inet_address, wait_state
+
+pytestmark = pytest.mark.slow
+
+
+def needs(*programs: str):
+    missing = [p for p in programs if shutil.which(p) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"not installed: {', '.join(missing)} "
+                              "(scripts/setup test installs them)")
+
+
+def free_port() -> int:
+    """A port the kernel picks, for configurations that must name the address they serve."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port: int, path: str = "/", host: str = "127.0.0.1") -> tuple[int, str]:
+    """One request on a connection of its own: (status, body)."""
+    connection = http.client.HTTPConnection(host, port, timeout=20)
+    try:
+        connection.request("GET", path, headers={"Connection": "close"})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def ok(answer, text: str) -> bool:
+    return answer == (200, text)
+
+
+# --------------------------------------------------------------------------- nginx
+
+@needs("nginx")
+def test_nginx(activator, tmp_path):
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    units = install("nginx", tmp_path, {
+        "tcp://0.0.0.0:8080": f"tcp://127.0.0.1:{port}", "listen 0.0.0.0:8080": f"listen 127.0.0.1:{port}",
+        "/etc/nginx/nginx.conf": str(conf), "/run/nginx.pid": str(tmp_path / "nginx.pid")})
+    a = activator(units)
+    a.wait_log('using inherited sockets from "3;"')
+    assert http_get(port) == (200, "hello from nginx\n")
+
+    def reload():
+        conf.write_text(conf.read_text().replace("hello from nginx", "hello again"))
+        a.signal(signal.SIGHUP)  # unchanged unit: its reload_signal
+    reload_with_client(a, lambda: http_get(port), reload, lambda r: ok(r, "hello again\n"))
+    assert len(a.pids("nginx")) == 1
+    output = stop_leaves_nothing(a)
+    assert "signal 3 (SIGQUIT) received" in output
+
+
+# --------------------------------------------------------------------------- HAProxy
+
+@needs("haproxy")
+def test_haproxy(activator, tmp_path):
+    conf = tmp_path / "haproxy.cfg"
+    units = install("HAProxy", tmp_path, {"tcp://0.0.0.0:8080": "tcp://127.0.0.1:0",
+                                          "/etc/haproxy/haproxy.cfg": str(conf)})
+    a = activator(units)
+    wait_state(a, "haproxy", "running")
+    port = inet_address(a, "haproxy")[1]
+    assert http_get(port) == (200, "hello from haproxy")
+    [master] = a.pids("haproxy")
+
+    def reload():
+        conf.write_text(conf.read_text().replace("hello from haproxy", "hello again"))
+        a.signal(signal.SIGHUP)
+    reload_with_client(a, lambda: http_get(port), reload, lambda r: ok(r, "hello again"))
+    assert a.pids("haproxy") == [master]  # the master re-executed itself in place
+    output = stop_leaves_nothing(a)
+    assert "All workers exited. Exiting... (0)" in output
