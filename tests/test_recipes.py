@@ -8,9 +8,11 @@ import http.client
 import shutil
 import signal
 import socket
+import subprocess
 
 import pytest
 
+from harness import environ_of
 from recipe_support import edit_unit, install, reload_with_client, stop_leaves_nothing
 from sock_helpers import inet_address, wait_state
 
@@ -87,3 +89,36 @@ def test_haproxy(activator, tmp_path):
     assert a.pids("haproxy") == [master]  # the master re-executed itself in place
     output = stop_leaves_nothing(a)
     assert "All workers exited. Exiting... (0)" in output
+
+
+# --------------------------------------------------------------------------- uWSGI
+
+def listen_backlog(port: int) -> int:
+    """The backlog of the TCP listener on `port`, as the kernel reports it (ss: Send-Q)."""
+    lines = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    [fields] = [line.split() for line in lines if line.strip()]
+    return int(fields[2])
+
+
+@needs("uwsgi")
+def test_uwsgi(activator, tmp_path):
+    app = tmp_path / "app.py"
+    units = install("uWSGI", tmp_path, {"tcp://0.0.0.0:8000": "tcp://127.0.0.1:0",
+                                        "/srv/app/app.py": str(app)})
+    a = activator(units)
+    wait_state(a, "uwsgi", "running")
+    port = inet_address(a, "uwsgi")[1]
+    assert http_get(port) == (200, "hello from uwsgi")
+    assert "LISTEN_FDS" not in environ_of(a.host_pids("uwsgi")[0])  # socket_env off: fd 3 once
+    assert listen_backlog(port) == 4096
+    [master] = a.pids("uwsgi")
+
+    def reload():
+        app.write_text(app.read_text().replace("hello from uwsgi", "hello again"))
+        a.signal(signal.SIGHUP)
+    reload_with_client(a, lambda: http_get(port), reload, lambda r: ok(r, "hello again"))
+    assert a.pids("uwsgi") == [master]  # executed itself again in place
+    assert listen_backlog(port) == 4096
+    output = stop_leaves_nothing(a)
+    assert "graceful shutdown triggered" in output and "goodbye to uWSGI" in output
