@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -37,10 +39,10 @@ def recipe_files(title: str) -> dict[str, str]:
     raise KeyError(f"no recipe '{title}' in {RECIPES}")
 
 
-def install(title: str, tmp_path: Path, replacements: dict[str, str]) -> dict[str, str]:
+def install(title: str, tmp_path: Path, replacements: dict[str, str], also=()) -> dict[str, str]:
     """The recipe's files with `replacements` made (each must match somewhere). Files under
     `units/` are returned for the activator fixture; every other file is written to where
-    its (replaced) path says, and its path is returned too."""
+    its (replaced) path says, which must be under `tmp_path` or a directory in `also`."""
     files = recipe_files(title)
     for old in replacements:
         assert any(old in text or old in path for path, text in files.items()), \
@@ -54,7 +56,8 @@ def install(title: str, tmp_path: Path, replacements: dict[str, str]) -> dict[st
             units[path[len("units/"):]] = text
         else:
             target = Path(path)
-            assert str(target).startswith(str(tmp_path)), f"recipe {title}: {path} not moved"
+            assert any(target.is_relative_to(root) for root in (tmp_path, *also)), \
+                f"recipe {title}: {path} not moved"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
     return units
@@ -143,3 +146,36 @@ def _start_time(pid: int) -> str | None:
     except OSError:
         return None
     return "gone" if fields[0] == "Z" else fields[19]
+
+
+def fastcgi_get(address, script: str, family=socket.AF_INET, timeout: float = 20.0) -> str:
+    """One FastCGI request (responder role, as a web server sends it); the body it printed."""
+    def record(kind: int, content: bytes) -> bytes:
+        return struct.pack("!BBHHBx", 1, kind, 1, len(content), 0) + content
+
+    def pair(name: str, value: str) -> bytes:
+        def size(n: int) -> bytes:
+            return bytes([n]) if n < 128 else struct.pack("!I", n | 0x80000000)
+        return size(len(name)) + size(len(value)) + name.encode() + value.encode()
+
+    params = b"".join(pair(k, v) for k, v in {
+        "SCRIPT_FILENAME": script, "REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1",
+        "QUERY_STRING": "", "GATEWAY_INTERFACE": "CGI/1.1"}.items())
+    begin = struct.pack("!HB5x", 1, 0)  # FCGI_RESPONDER, do not keep the connection
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sock.sendall(record(1, begin) + record(4, params) + record(4, b"") + record(5, b""))
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    out, pos, ended = b"", 0, False
+    while pos + 8 <= len(data):
+        _, kind, _, length, padding = struct.unpack("!BBHHBx", data[pos:pos + 8])
+        if kind == 6:  # FCGI_STDOUT
+            out += data[pos + 8:pos + 8 + length]
+        ended = ended or kind == 3  # FCGI_END_REQUEST
+        pos += 8 + length + padding
+    if not ended:
+        raise ConnectionError(f"FastCGI response cut short: {data[:200]!r}")
+    return out.decode().split("\r\n\r\n", 1)[-1]

@@ -9,11 +9,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from harness import environ_of
-from recipe_support import edit_unit, install, reload_with_client, stop_leaves_nothing
+from recipe_support import edit_unit, fastcgi_get, install, reload_with_client, stop_leaves_nothing
 from sock_helpers import inet_address, wait_state
 
 pytestmark = pytest.mark.slow
@@ -122,3 +124,41 @@ def test_uwsgi(activator, tmp_path):
     assert listen_backlog(port) == 4096
     output = stop_leaves_nothing(a)
     assert "graceful shutdown triggered" in output and "goodbye to uWSGI" in output
+
+
+# --------------------------------------------------------------------------- php-fpm
+
+@pytest.fixture
+def public_dir(tmp_path):
+    """A directory every user may read, for programs that drop privileges (pytest's own
+    temporary directories are private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="recipe-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@needs("php-fpm8.2")
+def test_php_fpm(activator, tmp_path, public_dir):
+    port = free_port()
+    conf, script = tmp_path / "php-fpm.conf", public_dir / "index.php"
+    units = install("php-fpm", tmp_path, {
+        "127.0.0.1:9000": f"127.0.0.1:{port}", "/etc/php/8.2/fpm/php-fpm.conf": str(conf),
+        "/run/php/php-fpm.pid": str(tmp_path / "php-fpm.pid"), "/srv/www/index.php": str(script)},
+        also=[public_dir])
+    a = activator(units)
+    wait_state(a, "php-fpm", "running")
+    a.wait_log(f'using inherited socket fd=3, "127.0.0.1:{port}"')
+
+    def ask():
+        return fastcgi_get(("127.0.0.1", port), str(script))
+    assert ask() == "hello from php-fpm\n"
+    [master] = a.pids("php-fpm")
+
+    def reload():
+        conf.write_text(conf.read_text().replace("hello from php-fpm", "hello again"))
+        a.signal(signal.SIGHUP)
+    reload_with_client(a, ask, reload, lambda r: r == "hello again\n")
+    assert a.pids("php-fpm") == [master]  # executed itself again in place
+    output = stop_leaves_nothing(a)
+    assert "exiting, bye-bye!" in output
