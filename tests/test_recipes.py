@@ -5,6 +5,8 @@ that leaves nothing behind."""
 from __future__ import annotations
 
 import http.client
+import os
+import pwd
 import shutil
 import signal
 import socket
@@ -14,11 +16,37 @@ from pathlib import Path
 
 import pytest
 
-from harness import environ_of
+from harness import Activator, environ_of
 from recipe_support import edit_unit, fastcgi_get, install, reload_with_client, stop_leaves_nothing
 from sock_helpers import inet_address, wait_state
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def public_dir():
+    """A directory every user may read, for programs that drop privileges (pytest's own
+    temporary directories are private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="recipe-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def activator(public_dir):
+    """As conftest's, but with activator's runtime directory (its notify socket) where a
+    service that dropped privileges can reach it."""
+    started = []
+
+    def start(units, **options):
+        run = Activator(public_dir / f"activator{len(started)}", units, **options)
+        started.append(run)
+        return run.start()
+
+    yield start
+    for run in started:
+        run.cleanup()
 
 
 def needs(*programs: str):
@@ -128,16 +156,6 @@ def test_uwsgi(activator, tmp_path):
 
 # --------------------------------------------------------------------------- php-fpm
 
-@pytest.fixture
-def public_dir(tmp_path):
-    """A directory every user may read, for programs that drop privileges (pytest's own
-    temporary directories are private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="recipe-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 @needs("php-fpm8.2")
 def test_php_fpm(activator, tmp_path, public_dir):
     port = free_port()
@@ -162,3 +180,60 @@ def test_php_fpm(activator, tmp_path, public_dir):
     assert a.pids("php-fpm") == [master]  # executed itself again in place
     output = stop_leaves_nothing(a)
     assert "exiting, bye-bye!" in output
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+@pytest.fixture
+def postgres_dirs(public_dir):
+    """Where the cluster and its unix socket go, owned by postgres as Debian's are."""
+    pg = pwd.getpwnam("postgres")
+    for name in ("", "sock"):
+        (public_dir / name).mkdir(exist_ok=True)
+        os.chown(public_dir / name, pg.pw_uid, pg.pw_gid)
+    return {"/var/lib/postgresql/data": str(public_dir / "data"),
+            "/run/postgresql": str(public_dir / "sock")}
+
+
+def psql(host: str, query: str, port: int | None = None, database: str = "postgres") -> str:
+    """One query by a new client connection, as the postgres user (peer authentication)."""
+    argv = ["psql", "-h", host, "-U", "postgres", "-d", database, "-XAtc", query]
+    if port is not None:
+        argv[3:3] = ["-p", str(port)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, user="postgres",
+                            cwd="/")
+    if result.returncode != 0:
+        raise RuntimeError(f"psql exit {result.returncode}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+@needs(f"{PG_BIN}/postgres", "psql")
+def test_postgresql(activator, tmp_path, postgres_dirs):
+    units = install("PostgreSQL", tmp_path, {**postgres_dirs, "listen_addresses=*": "listen_addresses="})
+    a = activator(units)
+    wait_state(a, "postgres", "running", timeout=120)
+    assert a.status()["units"]["postgres-init"]["state"] == "exited"
+    sock = postgres_dirs["/run/postgresql"]
+    assert psql(sock, "select 1 + 1") == "2"
+
+    conf = Path(postgres_dirs["/var/lib/postgresql/data"]) / "postgresql.conf"
+    conf.write_text(conf.read_text() + "\nrecipe.greeting = 'hello'\n")
+    a.signal(signal.SIGHUP)  # reload_signal: SIGHUP
+
+    def reload():
+        conf.write_text(conf.read_text().replace("'hello'", "'hello again'"))
+        a.signal(signal.SIGHUP)
+    reload_with_client(a, lambda: psql(sock, "show recipe.greeting"), reload,
+                       lambda r: r == "hello again")
+    output = stop_leaves_nothing(a)
+    assert "received fast shutdown request" in output and "database system is shut down" in output
+
+    # The next boot finds the cluster: the oneshot does nothing, the data is there.
+    again = activator(units)
+    wait_state(again, "postgres", "running", timeout=120)
+    assert "initdb" not in again.output() and "creating directory" not in again.output()
+    assert psql(sock, "show recipe.greeting") == "hello again"
+    stop_leaves_nothing(again)
