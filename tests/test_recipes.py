@@ -237,3 +237,34 @@ def test_postgresql(activator, tmp_path, postgres_dirs):
     assert "initdb" not in again.output() and "creating directory" not in again.output()
     assert psql(sock, "show recipe.greeting") == "hello again"
     stop_leaves_nothing(again)
+
+
+# --------------------------------------------------------------------------- PgBouncer
+
+@needs(f"{PG_BIN}/postgres", "psql", "pgbouncer")
+def test_pgbouncer_in_front_of_postgresql(activator, tmp_path, public_dir, postgres_dirs):
+    ini = public_dir / "pgbouncer.ini"  # read by pgbouncer as postgres
+    moved = {**postgres_dirs, "listen_addresses=*": "listen_addresses="}
+    units = install("PostgreSQL", tmp_path, moved)
+    units |= install("PgBouncer", public_dir, {
+        "tcp://0.0.0.0:6432": "tcp://127.0.0.1:0", "/etc/pgbouncer/pgbouncer.ini": str(ini),
+        "/etc/pgbouncer/userlist.txt": str(public_dir / "userlist.txt"),
+        "/run/postgresql": postgres_dirs["/run/postgresql"]})
+    a = activator(units)
+    wait_state(a, "pgbouncer", "running", timeout=120)
+    a.wait_log("socket passed from service manager (fd 3)")
+    port = inet_address(a, "pgbouncer")[1]
+
+    def ask():
+        value = psql("127.0.0.1", "select 6 * 7", port)
+        config = psql("127.0.0.1", "show config", port, database="pgbouncer")
+        return value, [line for line in config.splitlines() if line.startswith("max_client_conn|")]
+    assert ask() == ("42", ["max_client_conn|100|100|yes"])
+
+    def reload():
+        ini.write_text(ini.read_text().replace("max_client_conn = 100", "max_client_conn = 200"))
+        a.signal(signal.SIGHUP)
+    reload_with_client(a, ask, reload, lambda r: r == ("42", ["max_client_conn|200|100|yes"]))
+    output = stop_leaves_nothing(a)
+    # Stopped in reverse dependency order: PgBouncer first, then PostgreSQL.
+    assert output.index("got SIGINT, shutting down") < output.index("received fast shutdown request")
