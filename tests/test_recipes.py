@@ -7,10 +7,12 @@ from __future__ import annotations
 import http.client
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -50,7 +52,8 @@ def activator(public_dir):
 
 
 def needs(*programs: str):
-    missing = [p for p in programs if shutil.which(p) is None]
+    search = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"  # as activator's PATH
+    missing = [p for p in programs if shutil.which(p, path=search) is None]
     return pytest.mark.skipif(bool(missing), reason=f"not installed: {', '.join(missing)} "
                               "(scripts/setup test installs them)")
 
@@ -268,3 +271,29 @@ def test_pgbouncer_in_front_of_postgresql(activator, tmp_path, public_dir, postg
     output = stop_leaves_nothing(a)
     # Stopped in reverse dependency order: PgBouncer first, then PostgreSQL.
     assert output.index("got SIGINT, shutting down") < output.index("received fast shutdown request")
+
+
+# --------------------------------------------------------------------------- Hypercorn
+
+@needs("hypercorn")
+def test_hypercorn(activator, tmp_path):
+    units = install("Hypercorn", tmp_path, {"tcp://0.0.0.0:8000": "tcp://127.0.0.1:0",
+                                            "/srv/app": str(tmp_path / "app")})
+    a = activator(units)
+    wait_state(a, "hypercorn", "running")
+    port = inet_address(a, "hypercorn")[1]
+    assert http_get(port) == (200, "hello from hypercorn\n")
+    old = set(a.pids("hypercorn"))
+    assert len(old) == 2
+
+    def reload():
+        edit_unit(a, "hypercorn", "GREETING: hello", "GREETING: hello again")
+    reload_with_client(a, lambda: http_get(port), reload,
+                       lambda r: ok(r, "hello again from hypercorn\n"))
+    wait_state(a, "hypercorn", "running")
+    assert not old & set(a.pids("hypercorn"))  # both instances replaced
+    output = stop_leaves_nothing(a)
+    # 0 after a graceful stop; 143 (killed by SIGTERM, a clean stop too) for an instance
+    # still importing the app, before Hypercorn set its handler.
+    statuses = re.findall(r"hypercorn\.\d \(pid \d+\): stopped \((\d+)\)", output)
+    assert len(statuses) == 2 and set(statuses) <= {"0", "143"}, output
