@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import Activator, environ_of
+from harness import Activator, environ_of, wait_for
 from recipe_support import edit_unit, fastcgi_get, install, reload_with_client, stop_leaves_nothing
 from sock_helpers import inet_address, wait_state
 
@@ -297,3 +297,32 @@ def test_hypercorn(activator, tmp_path):
     # still importing the app, before Hypercorn set its handler.
     statuses = re.findall(r"hypercorn\.\d \(pid \d+\): stopped \((\d+)\)", output)
     assert len(statuses) == 2 and set(statuses) <= {"0", "143"}, output
+
+
+# --------------------------------------------------------------------------- lighttpd
+
+@needs("lighttpd")
+def test_lighttpd(activator, public_dir):
+    port = free_port()
+    conf, html = public_dir / "lighttpd.conf", public_dir / "html"
+    units = install("lighttpd", public_dir, {
+        "tcp://0.0.0.0:80": f"tcp://127.0.0.1:{port}", 'server.bind = "0.0.0.0"': 'server.bind = "127.0.0.1"',
+        "server.port = 80": f"server.port = {port}", "/etc/lighttpd/lighttpd.conf": str(conf),
+        "/var/www/html": str(html)})
+    for version in ("hello from lighttpd", "hello again"):
+        (public_dir / version.replace(" ", "-")).mkdir()
+        (public_dir / version.replace(" ", "-") / "index.html").write_text(version + "\n")
+    conf.write_text(conf.read_text().replace(str(html), str(public_dir / "hello-from-lighttpd")))
+    a = activator(units)
+    wait_state(a, "lighttpd", "running")
+    assert wait_for(lambda: http_get(port), what="lighttpd's answer") == (200, "hello from lighttpd\n")
+    assert environ_of(a.host_pids("lighttpd")[0])["LISTEN_FDS"] == "1"
+    [pid] = a.pids("lighttpd")
+
+    def reload():
+        conf.write_text(conf.read_text().replace("hello-from-lighttpd", "hello-again"))
+        a.signal(signal.SIGHUP)
+    reload_with_client(a, lambda: http_get(port), reload, lambda r: ok(r, "hello again\n"))
+    assert a.pids("lighttpd") == [pid]  # restarted gracefully in the same process
+    output = stop_leaves_nothing(a)
+    assert "graceful shutdown started" in output
