@@ -1,7 +1,7 @@
 """Running the recipes of docs/recipes.md as they are written.
 
 The unit files and configuration files of each recipe are taken from the document itself
-(each file is a fenced block whose first line is `# PATH`), so the recipe a user copies is the
+(each file is a fenced block right under its path, written as **`PATH`**), so the recipe a user copies is the
 one that was tested. A test only moves what a test must move: fixed ports become sockets the
 kernel numbers, or unix sockets in a temporary directory, and system paths become temporary
 ones; every replacement must match, so a change to the document that a test no longer
@@ -26,7 +26,7 @@ from harness import ROOT, descendants_of, wait_for
 
 RECIPES = ROOT / "docs" / "recipes.md"
 _SECTION = re.compile(r"^## (.+)$", re.M)
-_BLOCK = re.compile(r"^```[a-z]*\n# (\S+)\n(.*?)^```$", re.M | re.S)
+_BLOCK = re.compile(r"^\*\*`(\S+)`\*\*\n```[a-z]*\n(.*?)^```$", re.M | re.S)
 
 
 def recipe_files(title: str) -> dict[str, str]:

@@ -326,3 +326,26 @@ def test_lighttpd(activator, public_dir):
     assert a.pids("lighttpd") == [pid]  # restarted gracefully in the same process
     output = stop_leaves_nothing(a)
     assert "graceful shutdown started" in output
+
+
+# --------------------------------------------------------------------------- Node.js
+
+@needs("node")
+def test_node(activator, tmp_path):
+    units = install("Node.js", tmp_path, {"tcp://0.0.0.0:3000": "tcp://127.0.0.1:0",
+                                          "/srv/app": str(tmp_path / "app")})
+    a = activator(units)
+    wait_state(a, "node", "running")
+    port = inet_address(a, "node")[1]
+    assert http_get(port) == (200, "hello from node\n")
+    old = set(a.pids("node"))
+
+    def reload():
+        edit_unit(a, "node", "GREETING: hello", "GREETING: hello again")
+    reload_with_client(a, lambda: http_get(port), reload, lambda r: ok(r, "hello again from node\n"))
+    wait_state(a, "node", "running")
+    assert not old & set(a.pids("node"))
+    a.wait_log("listening on fd 3")
+    output = stop_leaves_nothing(a)
+    statuses = re.findall(r"node\.\d \(pid \d+\): stopped \((\d+)\)", output)
+    assert len(statuses) == 2 and set(statuses) <= {"0", "143"}, output
