@@ -349,3 +349,42 @@ def test_node(activator, tmp_path):
     output = stop_leaves_nothing(a)
     statuses = re.findall(r"node\.\d \(pid \d+\): stopped \((\d+)\)", output)
     assert len(statuses) == 2 and set(statuses) <= {"0", "143"}, output
+
+
+# --------------------------------------------------------------------------- git daemon
+
+def make_repository(path: Path, text: str) -> str:
+    """A bare repository at `path` with one commit; its commit id."""
+    work = path.with_suffix(".work")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q", "-b", "main", str(work)], check=True)
+    (work / "README").write_text(text)
+    subprocess.run([*git, "-C", str(work), "add", "README"], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-q", "-m", text], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(path)], check=True)
+    return subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+@needs("git")
+def test_git_daemon_inetd(activator, tmp_path, public_dir):
+    first = make_repository(public_dir / "one" / "demo.git", "one")
+    second = make_repository(public_dir / "two" / "demo.git", "two")
+    units = install("git daemon", tmp_path, {"tcp://0.0.0.0:9418": "tcp://127.0.0.1:0",
+                                             "/srv/git": str(public_dir / "one")})
+    a = activator(units)
+    wait_state(a, "git-daemon", "running")
+    port = inet_address(a, "git-daemon")[1]
+
+    def ask():
+        listed = subprocess.run(["git", "ls-remote", f"git://127.0.0.1:{port}/demo.git", "main"],
+                                capture_output=True, text=True, timeout=30)
+        if listed.returncode != 0:
+            raise RuntimeError(listed.stderr.strip())
+        return listed.stdout.split()[0]
+    assert ask() == first
+
+    def reload():
+        edit_unit(a, "git-daemon", str(public_dir / "one"), str(public_dir / "two"))
+    reload_with_client(a, ask, reload, lambda r: r == second)
+    stop_leaves_nothing(a)
