@@ -123,11 +123,14 @@ def edit_unit(a, name: str, old: str, new: str) -> None:
     a.signal(signal.SIGHUP)
 
 
-def stop_leaves_nothing(a, timeout: float = 60.0) -> str:
-    """SIGTERM to activator: exit 0, every process it had gone, none killed by SIGKILL.
-    Returns activator's output, for what a test wants to check of the stop."""
+def stop_leaves_nothing(a, timeout: float = 60.0, idle: bool = False) -> str:
+    """No zombie; then SIGTERM to activator: exit 0, every process it had gone, none needed
+    SIGKILL.
+    `idle`: an accept unit between connections has no process to stop. Returns activator's
+    output, for what a test wants to check of the stop."""
+    wait_for(lambda: a.zombies() == [], 10, what="no zombie")
     processes = [(pid, _start_time(pid)) for pid in descendants_of(a.pid)]
-    assert processes, "no process was running"
+    assert processes or idle, "no process was running"
     code = a.stop(timeout)
     output = a.output()
     assert code == 0, output

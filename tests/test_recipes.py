@@ -387,4 +387,4 @@ def test_git_daemon_inetd(activator, tmp_path, public_dir):
     def reload():
         edit_unit(a, "git-daemon", str(public_dir / "one"), str(public_dir / "two"))
     reload_with_client(a, ask, reload, lambda r: r == second)
-    stop_leaves_nothing(a)
+    stop_leaves_nothing(a, idle=True)
