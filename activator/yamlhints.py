@@ -11,6 +11,7 @@ pure-Python parser differ in small ways; both are matched.
 from __future__ import annotations
 
 import json
+import re
 
 import yaml
 
@@ -28,7 +29,8 @@ def explain(error: yaml.MarkedYAMLError, text: str) -> Explanation:
 
     if problem.startswith("mapping values are not allowed"):
         hint = _colon_hint(source)
-    elif "tab" in problem or (problem.startswith("found character") and _char(text, mark) == "\t"):
+    elif "tab character" in problem or (problem.startswith("found character")
+                                        and _char(text, mark) == "\t"):
         message = "found a tab character"
         hint = "YAML indents with spaces only: replace the tab with spaces"
     elif problem.startswith("found character") and "cannot start any token" in problem:
@@ -82,7 +84,7 @@ def _colon_hint(source: str) -> str:
     if body.startswith("- "):
         prefix, body = "- ", body[2:].lstrip()
     key, sep, value = body.partition(": ")
-    value = value.strip()
+    value = re.sub(r"\s+#.*", "", value).strip()  # a comment after the value stays outside
     if sep and value and (": " in value or value.endswith(":")) and value[0] not in "'\"[{":
         fixed = f"{prefix}{key}: {_quoted(value)}"
         return f"a value that contains ': ' or ends with ':' must be quoted: {fixed}"

@@ -23,6 +23,9 @@ HINTS = [
     ("colon inside a value", "description: x\nexec: echo a: b\n",
      "units/web.yaml:2: unit web: YAML: mapping values are not allowed in this context; a value "
      "that contains ': ' or ends with ':' must be quoted: exec: 'echo a: b'"),
+    ("colon before a comment", "exec: dbus-daemon --address=systemd:  # the bus\n",
+     "units/web.yaml:1: unit web: YAML: mapping values are not allowed in this context; a value "
+     "that contains ': ' or ends with ':' must be quoted: exec: 'dbus-daemon --address=systemd:'"),
     ("colon in a value with a quote", "exec: a\ndescription: it's: done\n",
      "units/web.yaml:2: unit web: YAML: mapping values are not allowed in this context; a value "
      "that contains ': ' or ends with ':' must be quoted: description: \"it's: done\""),
