@@ -388,3 +388,51 @@ def test_git_daemon_inetd(activator, tmp_path, public_dir):
         edit_unit(a, "git-daemon", str(public_dir / "one"), str(public_dir / "two"))
     reload_with_client(a, ask, reload, lambda r: r == second)
     stop_leaves_nothing(a, idle=True)
+
+
+# --------------------------------------------------------------------------- OpenSSH
+
+SSHD_CONFIG = """\
+HostKey {dir}/hostkey
+AuthorizedKeysFile {dir}/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+PidFile none
+# The keys are under /tmp, which is writable by everyone: sshd's strict modes refuse that.
+StrictModes no
+"""
+
+
+@needs("/usr/sbin/sshd", "ssh", "ssh-keygen")
+def test_sshd_inetd(activator, tmp_path):
+    for name in ("hostkey", "key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)],
+                       check=True)
+    (tmp_path / "authorized_keys").write_text((tmp_path / "key.pub").read_text())
+    conf = tmp_path / "sshd_config"
+    conf.write_text(SSHD_CONFIG.format(dir=tmp_path))
+    units = install("OpenSSH", tmp_path, {
+        "tcp://0.0.0.0:22": "tcp://127.0.0.1:0",
+        "-f /etc/ssh/sshd_config": f"-f {conf} -o SetEnv=GREETING=hello"})
+    a = activator(units)
+    wait_state(a, "sshd", "running")
+    port = inet_address(a, "sshd")[1]
+
+    def ask():
+        result = subprocess.run(
+            ["ssh", "-i", str(tmp_path / "key"), "-p", str(port), "-o", "BatchMode=yes",
+             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-o", "LogLevel=ERROR", "root@127.0.0.1", "echo $GREETING"],
+            capture_output=True, text=True, timeout=30)
+        if result.returncode != 0:
+            raise RuntimeError(f"ssh exit {result.returncode}: {result.stderr.strip()}")
+        return result.stdout
+    assert ask() == "hello\n"
+    a.wait_log("Accepted publickey for root")
+
+    def reload():
+        edit_unit(a, "sshd", "GREETING=hello", "GREETING=hello-again")
+    reload_with_client(a, ask, reload, lambda r: r == "hello-again\n", settle=3)
+    stop_leaves_nothing(a, idle=True)
