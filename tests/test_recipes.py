@@ -226,6 +226,13 @@ def test_postgresql(activator, tmp_path, postgres_dirs):
     conf.write_text(conf.read_text() + "\nrecipe.greeting = 'hello'\n")
     a.signal(signal.SIGHUP)  # reload_signal: SIGHUP
 
+    def greeting():
+        try:
+            return psql(sock, "show recipe.greeting")
+        except RuntimeError:  # not read yet: "unrecognized configuration parameter"
+            return None
+    wait_for(lambda: greeting() == "hello", 30, what="the first reload applied")
+
     def reload():
         conf.write_text(conf.read_text().replace("'hello'", "'hello again'"))
         a.signal(signal.SIGHUP)
@@ -290,8 +297,8 @@ def test_hypercorn(activator, tmp_path):
         edit_unit(a, "hypercorn", "GREETING: hello", "GREETING: hello again")
     reload_with_client(a, lambda: http_get(port), reload,
                        lambda r: ok(r, "hello again from hypercorn\n"))
-    wait_state(a, "hypercorn", "running")
-    assert not old & set(a.pids("hypercorn"))  # both instances replaced
+    a.wait_status(lambda st: not old & {i["pid"] for i in st["units"]["hypercorn"]["instances"]}
+                  and st["units"]["hypercorn"]["state"] == "running", what="both instances replaced")
     output = stop_leaves_nothing(a)
     # 0 after a graceful stop; 143 (killed by SIGTERM, a clean stop too) for an instance
     # still importing the app, before Hypercorn set its handler.
@@ -343,8 +350,8 @@ def test_node(activator, tmp_path):
     def reload():
         edit_unit(a, "node", "GREETING: hello", "GREETING: hello again")
     reload_with_client(a, lambda: http_get(port), reload, lambda r: ok(r, "hello again from node\n"))
-    wait_state(a, "node", "running")
-    assert not old & set(a.pids("node"))
+    a.wait_status(lambda st: not old & {i["pid"] for i in st["units"]["node"]["instances"]}
+                  and st["units"]["node"]["state"] == "running", what="both instances replaced")
     a.wait_log("listening on fd 3")
     output = stop_leaves_nothing(a)
     statuses = re.findall(r"node\.\d \(pid \d+\): stopped \((\d+)\)", output)
