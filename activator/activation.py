@@ -79,4 +79,5 @@ def prepare(unit: Unit, number: int, socket_fds: list[int], stored: list[tuple[s
         raise SpawnError(program, error[0], error[1])
     return Launch(program=path, argv=argv, env=env, fds=fds, cwd=unit.working_directory,
                   umask=unit.umask, credentials=unit.credentials, pid_variables=tuple(pid_variables),
-                  confirm_exec=unit.type == "exec")
+                  confirm_exec=unit.type == "exec",
+                  stdio_socket=connection is not None and unit.stdio == "socket")

@@ -152,6 +152,7 @@ class Unit(Record):
     limits: tuple[tuple[str, int, int], ...] = ()  # (name as in `limits`, soft, hard)
     files: tuple[str, ...] = ()  # the unit file, then its drop-ins, then environment files
     literal_exec: bool = False  # `-- CMD`: arguments used as given
+    stdio: str = "inherit"  # `socket`: an accept unit's connection is also fds 0 and 1
 
     @property
     def accepts(self) -> bool:

@@ -81,7 +81,8 @@ class Launch:
 
     def __init__(self, program: str, argv: list[str], env: dict[str, str], fds: list[int] = (),
                  cwd: str = "/", umask: int | None = None, credentials: Credentials | None = None,
-                 pid_variables: tuple[str, ...] = (), confirm_exec: bool = False):
+                 pid_variables: tuple[str, ...] = (), confirm_exec: bool = False,
+                 stdio_socket: bool = False):
         self.program = program  # the resolved path; activator's own working directory is always /
         self.argv = argv
         self.env = env
@@ -98,6 +99,17 @@ class Launch:
         self.oom_score_adj: int | None = None  # set in the child before exec
         self.oom_score_adj_after: int | None = None  # written just after a posix_spawn
         self.nofile: tuple[int, int] | None = None  # the RLIMIT_NOFILE activator started with
+
+        # inetd style: the first passed fd (a connection) is also 0 and 1, whatever stdin and
+        # stdout say; it stays on 3 too, for programs that read LISTEN_FDS (sshd -i does).
+        self.stdio_socket = stdio_socket
+
+    def standard_fds(self) -> list[tuple[int, int]]:
+        """(target, source) for the fds among 0, 1, 2 that are given a descriptor."""
+        sources = [self.stdin, self.stdout, self.stderr]
+        if self.stdio_socket:
+            sources[0] = sources[1] = self.fds[0]
+        return [(target, source) for target, source in enumerate(sources) if source is not None]
 
     @property
     def needs_fork(self) -> bool:
@@ -154,10 +166,7 @@ def _posix_spawn(launch: Launch, env: dict[str, str], shell: bool) -> int:
         script = f'{assignments}; export {" ".join(launch.pid_variables)}; exec "$0" "$@"'
         path, argv = SHELL, ["sh", "-c", script, launch.program, *launch.argv[1:]]
 
-    actions = []
-    for target, source in ((0, launch.stdin), (1, launch.stdout), (2, launch.stderr)):
-        if source is not None:
-            actions.append((os.POSIX_SPAWN_DUP2, source, target))
+    actions = [(os.POSIX_SPAWN_DUP2, source, target) for target, source in launch.standard_fds()]
     moves, temporaries = _placement(launch.fds)
     actions += [(os.POSIX_SPAWN_DUP2, source, target) for source, target in moves]
     actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in temporaries]
@@ -268,9 +277,8 @@ def _child_setup(launch: Launch) -> None:
         except (OSError, ValueError):
             pass
     os.setsid()
-    for target, source in ((0, launch.stdin), (1, launch.stdout), (2, launch.stderr)):
-        if source is not None:
-            os.dup2(source, target)
+    for target, source in launch.standard_fds():
+        os.dup2(source, target)
     moves, temporaries = _placement(launch.fds)
     for source, target in moves:
         os.dup2(source, target)

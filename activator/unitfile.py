@@ -134,7 +134,10 @@ class UnitReader:
             spec["name"] if isinstance(spec, dict) and isinstance(spec.get("name"), str) else key
             for key, spec in declared.items()}
         self.check_templates(exec_templates or (), exec_paths, environment, socket_names)
-        names_socket = any(r.kind == "socket" for t in exec_templates or () for r in t.refs)
+        # A program told its socket by template (`--bind fd://3`, `UWSGI_HTTP_SOCKET`) may also
+        # read LISTEN_FDS and take the same socket twice: off by default then (SPEC §1).
+        templated = [*(exec_templates or ()), *(t for _, t in environment)]
+        names_socket = any(r.kind == "socket" for t in templated for r in t.refs)
         socket_env = values["socket_env"] if values["socket_env"] is not None else not names_socket
 
         self.check_socket_use(values, sockets, bool(doc.get("sockets")))
@@ -158,7 +161,7 @@ class UnitReader:
             watchdog_sec=values["watchdog_sec"], notify_access=notify_access, output=values["output"],
             success_action=values["success_action"], failure_action=values["failure_action"],
             log_buffer_lines=values["log_buffer_lines"], oom_score_adjust=values["oom_score_adjust"],
-            limits=self.read_limits(doc.get("limits")), files=tuple(self.files),
+            limits=self.read_limits(doc.get("limits")), files=tuple(self.files), stdio=values["stdio"],
         )
         # The program is looked for only with what decides where it is and who runs it known
         # good; else the message would be a consequence of an error already reported.
@@ -197,6 +200,9 @@ class UnitReader:
             if unit_type in ("notify", "oneshot"):
                 self.error(("type",), f"type: {unit_type} does not fit a unit with an accept socket "
                            "(use simple or exec)")
+        elif values["stdio"] == "socket" and "sockets" not in self.bad_keys:
+            self.error(("stdio",), "stdio: socket needs a socket with accept: true (each "
+                       "connection becomes the process's stdin and stdout)")
         if values["start"] == "on-demand" and not declared:
             self.error(("start",), "start: on-demand needs at least one socket to wait on")
 
@@ -249,7 +255,9 @@ class UnitReader:
                     args.append(as_text(item, self.doc.raw.get(("exec", i))))
                     paths.append(("exec", i))
                 except Invalid as e:
-                    self.error(("exec", i), f"exec: item {i + 1}: {e}")
+                    hint = (" (YAML reads an item with ': ' in it as a mapping: quote it)"
+                            if isinstance(item, dict) else "")
+                    self.error(("exec", i), f"exec: item {i + 1}: {e}{hint}")
             if len(args) != len(value):
                 return None, []
         elif value is None or isinstance(value, dict):

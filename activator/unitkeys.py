@@ -242,6 +242,7 @@ SERVICE_KEYS: dict[str, tuple[Callable | None, object]] = {
     "sockets": (None, None),
     "socket_env": (_boolean, None),
     "start": (_choice("eager", "on-demand"), "eager"),
+    "stdio": (_choice("inherit", "socket"), "inherit"),
     "requires": (_names, ()),
     "wants": (_names, ()),
     "after": (_names, ()),

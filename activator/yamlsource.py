@@ -19,6 +19,7 @@ import stat
 
 import yaml
 
+from activator import yamlhints
 from activator.model import Location
 
 try:  # libyaml's parser is several times faster; the constructors are the same.
@@ -108,12 +109,10 @@ def load(path: str, empty_ok: bool = False) -> Document:
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else 0
-        problem = e.problem or e.context or "invalid YAML"
+        line, problem = yamlhints.explain(e, text)
         if "expected a single document" in str(e.context or ""):
             problem = "several YAML documents in one file; a unit file holds one"
-        raise SourceError(Location(path, line), f"YAML: {problem}") from None
+        raise SourceError(Location(path, line + 1), f"YAML: {problem}") from None
     except yaml.reader.ReaderError as e:  # a character YAML does not allow, such as NUL
         line = text.count("\n", 0, e.position) + 1
         raise SourceError(Location(path, line), f"YAML: {str(e).splitlines()[0]}") from None
@@ -203,7 +202,8 @@ class _Converter:
             key = key_node.value
             line = key_node.start_mark.line + 1
             if key in explicit:
-                raise self.error(key_node, f"duplicate key '{key}' (first given on line {explicit[key]})")
+                raise self.error(key_node, f"duplicate key '{key}' (first given on line "
+                                 f"{explicit[key]}): keep one of them")
             explicit[key] = line
             self.doc.lines[path + (key,)] = (self.doc.file, line)
             result[key] = self.convert(value_node, path + (key,))

@@ -54,7 +54,8 @@ def test_invalid_units_exit_1_printing_every_error(stack):
     lines = result.stdout.replace(str(stack.root) + "/", "").splitlines()
     assert lines == [
         "units/api.yaml:1: unit api: expected a mapping of keys to values, found a list",
-        "units/db.yaml:2: unit db: YAML: did not find expected ',' or ']'",
+        "units/db.yaml:2: unit db: YAML: did not find expected ',' or ']'; close the '[' on "
+        "line 1 with ']', and quote any item that contains ',', ': ', '[', ']', '{' or '}'",
         "units/web.yaml:2: unit web: instances: expected a number from 1 to 4096, got 0",
         "units/web.yaml:3: unit web: restart: expected one of no, on-failure, on-abnormal, always, "
         "got 'sometimes'",
@@ -131,3 +132,15 @@ def test_broken_files_never_produce_a_traceback(stack):
     assert result.returncode == 1
     assert result.stderr == ""  # no traceback
     assert result.stdout.splitlines()[-1] == "5 errors"
+
+
+def test_stdio_socket_without_an_accept_socket_is_an_error(stack):
+    stack.unit("sshd", "exec: [cat]\nstdio: socket\nsockets:\n  ssh: 2222\n")
+    stack.unit("git", "exec: [cat]\nstdio: socket\nsockets:\n  git: {listen: 9418, accept: true}\n")
+    result = check("--units", str(stack.units))
+    assert result.returncode == 1
+    assert result.stdout.replace(str(stack.root) + "/", "").splitlines() == [
+        "units/sshd.yaml:2: unit sshd: stdio: socket needs a socket with accept: true (each "
+        "connection becomes the process's stdin and stdout)",
+        "1 error",
+    ]

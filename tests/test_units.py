@@ -442,16 +442,22 @@ def test_an_accept_unit_alone_is_fine(stack):
     assert web.accepts and web.sockets[0].max_connections == 10
 
 
-def test_socket_env_defaults_to_false_when_exec_names_a_socket(stack):
+def test_socket_env_defaults_to_false_when_exec_or_environment_names_a_socket(stack):
     stack.unit("fd", "exec: ['true', --fd, '$(sockets.http)']\nsockets:\n  http: 8000\n")
     stack.unit("plain", "sockets:\n  api: 8001\n")
     stack.unit("forced", "exec: ['true', '$(circus.sockets.admin)']\nsocket_env: true\n"
                "sockets:\n  admin: 8002\n")
     stack.unit("off", "socket_env: false\nsockets:\n  metrics: 8003\n")
-    stack.unit("env_only", "environment: {FD: '$(sockets.x)'}\nsockets:\n  x: 8004\n")
+    # uWSGI reads UWSGI_HTTP_SOCKET and LISTEN_FDS both: named in environment, it is off too.
+    stack.unit("env_only", "environment: {UWSGI_HTTP_SOCKET: 'fd://$(sockets.x)'}\n"
+               "sockets:\n  x: 8004\n")
+    stack.unit("env_forced", "environment: {FD: '$(sockets.y)'}\nsocket_env: true\n"
+               "sockets:\n  y: 8005\n")
+    stack.unit("env_other", "environment: {INSTANCE: '$(instance)'}\nsockets:\n  z: 8006\n")
     model = stack.load()
     assert {n: u.socket_env for n, u in model.units.items()} == {
-        "fd": False, "plain": True, "forced": True, "off": False, "env_only": True}
+        "fd": False, "plain": True, "forced": True, "off": False, "env_only": False,
+        "env_forced": True, "env_other": True}
 
 
 def test_on_demand_needs_a_socket(stack):
@@ -483,7 +489,9 @@ def test_every_problem_of_every_file_is_reported_in_one_pass(stack):
         "units/a.yaml:2: unit a: instances: expected a number from 1 to 4096, got 0",
         "units/a.yaml:3: unit a: type: expected one of simple, exec, notify, oneshot, got 'forking'",
         "units/a.yaml:4: unit a: unknown service key 'bogus'",
-        "units/b.yaml:2: unit b: YAML: did not find expected node content",
+        "units/b.yaml:2: unit b: YAML: did not find expected node content; a list '[' or "
+        "mapping '{' is not closed, or has an empty item: close it with ']' or '}', or quote a "
+        "value that starts with '[' or '{'",
         "units/c.yaml:3: unit c: sockets.http.listen: 'tcp://nowhere': expected tcp://HOST:PORT",
         "units/c.yaml:4: unit c: requires: no unit named 'zzz'",
         "units/d.yaml:1: unit d: exec: cannot split the command line like a shell would: No closing quotation",

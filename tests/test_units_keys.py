@@ -55,6 +55,8 @@ VALID = [
     ("socket_env: false", "socket_env", False),
     ("socket_env: true", "socket_env", True),
     ("start: eager", "start", "eager"),
+    ("stdio: inherit", "stdio", "inherit"),
+    ("stdio: socket\nsockets: {c: {listen: 80, accept: true}}", "stdio", "socket"),
     ("restart: no", "restart", "no"),  # YAML's false, meaning the word
     ("restart: 'no'", "restart", "no"),
     ("restart: on-failure", "restart", "on-failure"),
@@ -214,6 +216,11 @@ INVALID = [
      "receive WATCHDOG=1"),
     ("type: oneshot\nsockets: {c: {listen: 80, accept: true}}", "type: oneshot does not fit a unit "
      "with an accept socket (use simple or exec)"),
+    ("stdio: pipe", "stdio: expected one of inherit, socket, got 'pipe'"),
+    ("stdio: socket", "stdio: socket needs a socket with accept: true (each connection becomes "
+     "the process's stdin and stdout)"),
+    ("stdio: socket\nsockets: {http: 8000}", "stdio: socket needs a socket with accept: true (each "
+     "connection becomes the process's stdin and stdout)"),
 ]
 
 
@@ -224,7 +231,7 @@ def test_invalid_service_values(stack, text, message):
 
 def test_every_service_key_of_the_spec_is_known():
     spec_keys = {
-        "description", "exec", "type", "instances", "sockets", "socket_env", "start", "requires",
+        "description", "exec", "type", "instances", "sockets", "socket_env", "start", "stdio", "requires",
         "wants", "after", "environment", "environment_file", "working_directory", "user", "group",
         "umask", "restart", "restart_sec", "restart_max_sec", "start_limit_burst",
         "start_limit_interval_sec", "timeout_start_sec", "timeout_stop_sec", "kill_signal",

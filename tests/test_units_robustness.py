@@ -34,7 +34,7 @@ BROKEN = [
     # (id, content, expected printed problem without the "units/web.yaml" prefix)
     ("syntax", "exec: [a, b\ndescription: x\n", ":2: unit web: YAML: did not find expected ',' or ']'"),
     ("bad indentation", "exec: a\n  description: x\n", ":2: unit web: YAML: mapping values are not allowed in this context"),
-    ("tab indentation", "sockets:\n\thttp: 80\n", ":2: unit web: YAML: found character that cannot start any token"),
+    ("tab indentation", "sockets:\n\thttp: 80\n", ":2: unit web: YAML: found a tab character"),
     ("a list", "- exec: a\n- exec: b\n", ":1: unit web: expected a mapping of keys to values, found a list"),
     ("a scalar", "just some words\n", ":1: unit web: expected a mapping of keys to values, found a single value"),
     ("a number", "42\n", ":1: unit web: expected a mapping of keys to values, found a single value"),
