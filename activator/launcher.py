@@ -41,10 +41,11 @@ class Launcher:
             if unit.output == "null":
                 launch.stdout = launch.stderr = self.devnull
             elif unit.output == "prefix":
-                for stream in ("stdout", "stderr"):
+                # With `stdio: socket` the connection is stdout: only stderr is relayed.
+                for stream in ("stderr",) if launch.stdio_socket else ("stdout", "stderr"):
                     r, w = os.pipe2(os.O_CLOEXEC)
                     pipes.append((r, w, stream))
-                launch.stdout, launch.stderr = pipes[0][1], pipes[1][1]
+                    setattr(launch, stream, w)
             pid = spawn.spawn(launch, self.pid_guess)
         except BaseException:
             for r, w, _ in pipes:
