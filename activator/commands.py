@@ -225,8 +225,8 @@ class Restart(Operation):
 
     def advance(self) -> None:
         self.replacer.advance()
-        if self.replacer.busy() or any(s.phase is P.PENDING for s in self.stage):
-            return
+        if self.replacer.busy() or any(not s.started and s.state is not S.FAILED for s in self.stage):
+            return  # each one started again (ready), or failed for good
         services = self.supervisor.services
         following = [d for s in self.stage for d in dependencies.requirers(s.name, services)
                      if d.name not in self.done and d.phase is P.ACTIVE]

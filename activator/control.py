@@ -80,7 +80,7 @@ class ControlServer:
         finally:
             os.umask(umask)
         os.chmod(self.path, 0o600)
-        self.sock.listen(64)
+        self.sock.listen(512)
         loop.add_reader(self.sock.fileno(), self.accept)
 
     def close_all(self) -> None:
