@@ -35,6 +35,7 @@ class Launcher:
                                     self.notify_path, connection)
         launch.stdin = None if unit.literal_exec else self.devnull
         pipes: list[tuple[int, int, str]] = []
+        ready_pipe = self.ready_pipe(unit, launch) if slot is not None else None
         try:
             if unit.output == "null":
                 launch.stdout = launch.stderr = self.devnull
@@ -45,11 +46,14 @@ class Launcher:
                 launch.stdout, launch.stderr = pipes[0][1], pipes[1][1]
             pid = spawn.spawn(launch, self.pid_guess)
         except BaseException:
-            for r, w, _ in pipes:
+            for r, w, _ in pipes + ([(*ready_pipe, "")] if ready_pipe else []):
                 os.close(r)
                 os.close(w)
             raise
         proc = Process(pid, unit, slot, number, label)
+        if ready_pipe:
+            os.close(ready_pipe[1])
+            proc.ready_fd = ready_pipe[0]
         for r, w, stream in pipes:
             os.close(w)
             os.set_blocking(r, False)
@@ -58,6 +62,17 @@ class Launcher:
             proc.pipes.append(pipe)
             self.loop.add_reader(r, lambda p=pipe: self.relay(p, proc))
         return proc
+
+    @staticmethod
+    def ready_pipe(unit: Unit, launch) -> tuple[int, int] | None:
+        """`ready: {fd: N}`: a pipe whose writing end the service finds at fd N (s6's
+        notification-fd); the reading end is the process's, for its readiness watch."""
+        if unit.ready is None or unit.ready.kind != "fd":
+            return None
+        r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        os.set_blocking(w, True)
+        launch.extra_fds[unit.ready.fd] = w
+        return r, w
 
     def relay(self, pipe: OutputPipe, proc: Process) -> None:
         if not pipe.read():

@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - a Python built without it
 
 from activator import templates
 from activator.listen import Listen
+from activator.probespec import Probe
 from activator.record import Record
 from activator.templates import Template
 
@@ -147,6 +148,8 @@ class Unit(Record):
     output: str = "prefix"
     success_action: str = "none"
     failure_action: str = "none"
+    ready: Probe | None = None  # simple/exec: when it counts as started (SPEC §10)
+    health: Probe | None = None  # liveness while it runs
     files: tuple[str, ...] = ()  # the unit file, then its drop-ins, then environment files
     literal_exec: bool = False  # `-- CMD`: arguments used as given
 

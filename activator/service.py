@@ -54,6 +54,7 @@ class Process:
         self.pidfd = -1
         self.notify_status: str | None = None
         self.notify_errno: int | None = None
+        self.ready_fd = -1  # `ready: {fd: N}`: the reading end of its readiness pipe
 
     @property
     def where(self) -> dict:

@@ -74,6 +74,12 @@ class Launch:
         self.credentials = credentials
         self.pid_variables = pid_variables  # set to the process's own pid
         self.confirm_exec = confirm_exec  # the caller needs the program's own exec confirmed
+        self.extra_fds: dict[int, int] = {}  # target fd -> ours, placed after `fds` (ready: fd)
+
+    def placements(self) -> list[tuple[int, int]]:
+        """(our fd, the fd the service sees) for every descriptor it receives past 0-2."""
+        return [(fd, 3 + i) for i, fd in enumerate(self.fds)] + sorted(
+            ((fd, target) for target, fd in self.extra_fds.items()), key=lambda p: p[1])
 
 
 class PidGuess:
@@ -126,12 +132,13 @@ def _posix_spawn(launch: Launch, env: dict[str, str], shell: bool) -> int:
             actions.append((os.POSIX_SPAWN_DUP2, source, target))
     # Two steps, so that placing one fd never overwrites another not yet placed: first above
     # every fd involved, then down to 3, 4, … (dup2 also clears close-on-exec on the copy).
-    top = max([2 + len(launch.fds), *launch.fds, *(s for s in (launch.stdin, launch.stdout,
-                                                               launch.stderr) if s is not None)]) + 1
-    for i, fd in enumerate(launch.fds):
+    placed = launch.placements()
+    top = max([2 + len(launch.fds), *(a for p in placed for a in p), *(s for s in (
+        launch.stdin, launch.stdout, launch.stderr) if s is not None)]) + 1
+    for i, (fd, _) in enumerate(placed):
         actions.append((os.POSIX_SPAWN_DUP2, fd, top + i))
-    for i in range(len(launch.fds)):
-        actions.append((os.POSIX_SPAWN_DUP2, top + i, 3 + i))
+    for i, (_, target) in enumerate(placed):
+        actions.append((os.POSIX_SPAWN_DUP2, top + i, target))
         actions.append((os.POSIX_SPAWN_CLOSE, top + i))
 
     moved = launch.cwd != "/"
@@ -199,11 +206,12 @@ def _child_setup(launch: Launch) -> None:
     for target, source in ((0, launch.stdin), (1, launch.stdout), (2, launch.stderr)):
         if source is not None:
             os.dup2(source, target)
-    top = max([2 + len(launch.fds), *launch.fds]) + 1
-    moved = [os.dup2(fd, top + i) for i, fd in enumerate(launch.fds)]
-    for i, fd in enumerate(moved):
-        os.dup2(fd, 3 + i)
-        os.set_inheritable(3 + i, True)  # dup2 onto itself would have left close-on-exec set
+    placed = launch.placements()
+    top = max([2 + len(launch.fds), *(a for p in placed for a in p)]) + 1
+    moved = [(os.dup2(fd, top + i), target) for i, (fd, target) in enumerate(placed)]
+    for fd, target in moved:
+        os.dup2(fd, target)
+        os.set_inheritable(target, True)  # dup2 onto itself would have left close-on-exec set
         os.close(fd)
     os.chdir(launch.cwd)
     if launch.umask is not None:

@@ -28,6 +28,7 @@ from activator.dependencies import Start
 from activator.launcher import Launcher
 from activator.log import Log
 from activator.model import Model, Unit
+from activator.probewatch import Probes
 from activator.process_control import ProcessControl
 from activator.service import (End, Outcome, Process, Service, Slot, after_exit, how_it_ended)
 from activator.sockets import SocketTable
@@ -66,6 +67,7 @@ class Supervisor:
         self.table = reaper.ProcessTable()
         self.control = ProcessControl(loop, log, self.reap)
         self.sockets_watch = SocketWatch(loop, sockets, log)
+        self.probes = Probes(loop, log, launcher.base_env, launcher.environ, on_change)
         self.services: dict[str, Service] = {}
         self.listener = Listener()
         self.shutting_down = False
@@ -103,6 +105,8 @@ class Supervisor:
     def reap(self) -> None:
         ended, orphans = self.table.reap()
         for pid, status in orphans:
+            if self.probes.child_exited(pid, status):
+                continue  # a probe's command (probes.py), not an orphan
             self.log.debug(f"reaped orphan {pid} ({status})")
         for proc, status in ended:
             with self.guard(self.service_of(proc)):
@@ -123,7 +127,7 @@ class Supervisor:
         proc.status = status
         self.table.forget(proc)
         self.close_pidfd(proc)
-        proc.cancel_timers("start", "watchdog")
+        proc.cancel_timers("start", "watchdog", "ready", "health")
         for pipe in proc.pipes:
             pipe.drain()
         if proc.slot is not None or not proc.unit.accepts:
@@ -289,7 +293,9 @@ class Supervisor:
         else:
             slot.adopt(proc)
         slot.service.changed()
-        if unit.type in ("simple", "exec"):
+        if unit.type in ("simple", "exec") and unit.ready is not None:
+            self.probes.watch_ready(proc, self.sockets, self.became_ready)
+        elif unit.type in ("simple", "exec"):
             self.became_ready(proc)
         return proc
 
@@ -333,14 +339,14 @@ class Supervisor:
         proc = self.launcher.start(unit, slot, number, service.label(number), socket_fds,
                                    service.fdstore.named_fds(), connection)
         self.table.add(proc)
-        if unit.type == "notify":
+        if unit.type == "notify" or (unit.ready is not None and connection is None):
             self.control.arm_start_timeout(proc)
         if connection is None:
             self.log.debug("started", **proc.where)
         return proc
 
     def became_ready(self, proc: Process) -> None:
-        """The process counts as started (forked, exec'd, or READY=1)."""
+        """The process counts as started (forked, exec'd, READY=1, or its `ready:` passed)."""
         proc.ready = True
         proc.cancel_timers("start")
         slot = proc.slot
@@ -349,6 +355,8 @@ class Supervisor:
             self.control.arm_watchdog(proc)
         if slot is None:
             return
+        if proc.unit.health is not None:
+            self.probes.watch_health(proc, self.control.unhealthy)
         if proc is slot.candidate:
             self.listener.candidate_ready(slot, proc)
         elif proc.current and slot.state in (S.STARTING, S.RELOADING, S.RESTARTING):

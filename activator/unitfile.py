@@ -21,6 +21,7 @@ from activator.model import (Credentials, Location, Problem, Socket, Unit, find_
 from activator.templates import Template, TemplateError
 from activator.unitkeys import (DEFAULTS, SERVICE_KEYS, Invalid, as_text, describe, key_name,
                                 lookup_account, split_command)
+from activator.unitprobes import read_health, read_ready
 from activator.unitsockets import read_sockets
 from activator.yamlsource import SourceError
 
@@ -140,6 +141,9 @@ class UnitReader:
         self.check_socket_use(values, sockets, bool(doc.get("sockets")))
 
         self.check_dependencies(values, known_units)
+        accepts = any(s.accept for s in sockets)
+        ready = read_ready(self, doc.get("ready"), unit_type, sockets, accepts)
+        health = read_health(self, doc.get("health"), unit_type, accepts)
 
         if exec_templates is None:
             return
@@ -157,7 +161,7 @@ class UnitReader:
             kill_signal=values["kill_signal"], reload_signal=values["reload_signal"],
             watchdog_sec=values["watchdog_sec"], notify_access=notify_access, output=values["output"],
             success_action=values["success_action"], failure_action=values["failure_action"],
-            files=tuple(self.files),
+            files=tuple(self.files), ready=ready, health=health,
         )
         # The program is looked for only with what decides where it is and who runs it known
         # good; else the message would be a consequence of an error already reported.

@@ -266,6 +266,8 @@ SERVICE_KEYS: dict[str, tuple[Callable | None, object]] = {
     "output": (_choice("prefix", "inherit", "null"), "prefix"),
     "success_action": (_choice("none", "exit"), "none"),
     "failure_action": (_choice("none", "exit"), "none"),
+    "ready": (None, None),  # unitprobes.py
+    "health": (None, None),
 }
 
 SOCKET_KEYS: dict[str, tuple[Callable | None, object]] = {
