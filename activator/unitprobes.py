@@ -76,6 +76,8 @@ def _read_form(reader, key: str, value: dict, kinds: tuple, defaults: dict) -> P
             reader.error(path + (name,), f"{key}: unknown key '{name}' (known: "
                          f"{', '.join(list(kinds) + list(defaults))})")
     forms = [k for k in kinds if k in value]
+    if not forms and len(reader.problems) > errors:
+        return None  # an unknown key was the form meant: said once
     if len(forms) != 1:
         got = f"got {', '.join(forms)}" if forms else "got none"
         reader.error(path, f"{key}: expected exactly one of {', '.join(kinds)}; {got}")
