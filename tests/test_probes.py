@@ -224,3 +224,57 @@ def test_hanging_exec_probe_is_killed_at_its_timeout(activator, tmp_path):
     wait_for(lambda: not zombie_children(a.pid), timeout=5, what="no zombie")
     assert a.status()["units"]["web"]["instances"][0]["health"] == "starting"
     assert a.stop() == 0
+
+
+def fresh_connections(port: int, stop, results: list, timeout: float) -> None:
+    """GET / on a new connection each time until `stop` is set: (ok, seconds) per request."""
+    while not stop.is_set():
+        began = time.monotonic()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
+                c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                ok = c.recv(100).startswith(b"HTTP/1.1 200")
+        except OSError:
+            ok = False
+        results.append((ok, time.monotonic() - began))
+        time.sleep(0.02)
+
+
+def rolling_restart_under_load(activator, tmp_path, ready: str) -> list:
+    import threading
+
+    a = activator({"api": f"""
+        exec: {uvicorn()}
+        instances: 2
+        sockets: {{http: {{listen: "tcp://127.0.0.1:0"}}}}
+        environment: {{PROBE_IMPORT_SECONDS: "2"}}
+        {ready}
+    """})
+    a.wait_state("api", "running", timeout=30)
+    before = set(a.pids("api"))
+    results, stop = [], threading.Event()
+    client = threading.Thread(target=fresh_connections, args=(port_of(a, "api"), stop, results, 1.5))
+    client.start()
+    try:
+        wait_for(lambda: len(results) >= 5, timeout=10, what="requests before the restart")
+        a.signal(signal.SIGUSR2)
+        a.wait_status(lambda s: s["units"]["api"]["state"] == "running"
+                      and not set(a.pids("api")) & before, timeout=40, what="both instances replaced")
+        count = len(results)
+        wait_for(lambda: len(results) >= count + 5, timeout=10, what="requests after the restart")
+    finally:
+        stop.set()
+        client.join(10)
+    assert a.stop() == 0
+    return results
+
+
+def test_rolling_restart_waits_for_listening(activator, tmp_path):
+    results = rolling_restart_under_load(activator, tmp_path, "ready: listening")
+    assert all(ok for ok, _ in results), [r for r in results if not r[0]]
+
+
+def test_rolling_restart_without_ready_has_an_outage(activator, tmp_path):
+    """The negative control: the same restart, each new instance counted as started at once."""
+    results = rolling_restart_under_load(activator, tmp_path, "")
+    assert not all(ok for ok, _ in results)
