@@ -106,13 +106,15 @@ def measure(argv: list[str], timeout: float) -> dict:
     s.listen(128)
     port = s.getsockname()[1]
     inode = os.fstat(s.fileno()).st_ino
-    os.dup2(s.fileno(), 3)
+    if s.fileno() != 3:
+        os.dup2(s.fileno(), 3)
     env = dict(os.environ, BENCH_IMPORT_SECONDS="0.5", PYTHONPATH=str(BENCH))
     with tempfile.TemporaryDirectory() as tmp:
         began = time.monotonic()
         proc = subprocess.Popen(argv, pass_fds=(3,), cwd=tmp, env=env, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(3)
+        if s.fileno() != 3:
+            os.close(3)
         s.close()
         detected = answered = None
         way = "-"
