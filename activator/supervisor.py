@@ -361,7 +361,7 @@ class Supervisor:
             self.listener.candidate_ready(slot, proc)
         elif proc.current and slot.state in (S.STARTING, S.RELOADING, S.RESTARTING):
             slot.enter(S.RUNNING)
-            self.log.info("started" if proc.unit.type != "notify" else "ready", **proc.where)
+            self.log.info("ready" if proc.unit.type == "notify" or proc.unit.ready else "started", **proc.where)
 
     # ------------------------------------------------------------------ stopping
 
