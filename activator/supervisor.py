@@ -8,6 +8,9 @@ three kinds of event, each through one door:
 - a deadline passed (a restart backoff, a start or stop timeout, a watchdog): timer callbacks,
   kept apart from the exit path;
 - a request: start what may start (`schedule`), stop a unit for good, shut down.
+- a probe's verdict (probewatch.py, SPEC §10): `became_ready` once `ready:` passes; an
+  instance whose `health:` fails is stopped by `ProcessControl.unhealthy`. Probe commands'
+  exits come back from the one reaper among the pids no process of ours holds.
 
 Stopping is one path whatever asks for it: `ProcessControl.stop` (process_control.py), which
 also keeps the start timeout and the watchdog.
