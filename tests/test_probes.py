@@ -181,7 +181,8 @@ def test_hung_worker_is_restarted(activator, tmp_path):
     a.wait_log("unhealthy", timeout=20)
     wait_for(lambda: instance(a, "api")["pid"] not in (None, entry["pid"]), timeout=20, what="a new pid")
     elapsed = time.monotonic() - stopped
-    assert elapsed <= interval * retries + timeout + 1 + 1.0, elapsed  # +1 s for a loaded machine
+    print(f"restarted {elapsed:.2f} s after SIGSTOP")
+    assert elapsed <= interval * retries + timeout + 1, elapsed
     assert "failed its health check; restarting" in a.output()
     assert proc_stat(host_pid) is None or proc_stat(host_pid)["state"] == "Z"
     a.wait_status(lambda s: s["units"]["api"]["instances"][0].get("health") == "healthy",
