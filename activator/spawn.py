@@ -131,7 +131,8 @@ def _posix_spawn(launch: Launch, env: dict[str, str], shell: bool) -> int:
         if source is not None:
             actions.append((os.POSIX_SPAWN_DUP2, source, target))
     # Two steps, so that placing one fd never overwrites another not yet placed: first above
-    # every fd involved, then down to 3, 4, … (dup2 also clears close-on-exec on the copy).
+    # every fd involved, then down to 3, 4, … and any `extra_fds` number (dup2 also clears
+    # close-on-exec on the copy).
     placed = launch.placements()
     top = max([2 + len(launch.fds), *(a for p in placed for a in p), *(s for s in (
         launch.stdin, launch.stdout, launch.stderr) if s is not None)]) + 1
