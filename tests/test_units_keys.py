@@ -229,7 +229,7 @@ def test_every_service_key_of_the_spec_is_known():
         "umask", "restart", "restart_sec", "restart_max_sec", "start_limit_burst",
         "start_limit_interval_sec", "timeout_start_sec", "timeout_stop_sec", "kill_signal",
         "reload_signal", "watchdog_sec", "notify_access", "output", "success_action",
-        "failure_action"}
+        "failure_action", "ready", "health"}
     assert set(unitkeys.SERVICE_KEYS) == spec_keys
     assert set(unitkeys.SOCKET_KEYS) == {
         "listen", "name", "backlog", "reuse_port", "ipv6_only", "nodelay", "keepalive", "mode",
