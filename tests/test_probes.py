@@ -223,7 +223,8 @@ def test_hanging_exec_probe_is_killed_at_its_timeout(activator, tmp_path):
     assert "timed out after 0.5s" in a.output()
     wait_for(lambda: not probe_processes(marker), timeout=5, what="the probe's processes gone")
     wait_for(lambda: not zombie_children(a.pid), timeout=5, what="no zombie")
-    assert a.status()["units"]["web"]["instances"][0]["health"] == "starting"
+    entry = a.status()["units"]["web"]["instances"][0]
+    assert entry["health"] == "starting" and entry["health_output"].endswith("timed out after 0.5s")
     assert a.stop() == 0
 
 

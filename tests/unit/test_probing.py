@@ -199,3 +199,21 @@ def test_listening_looks_on_a_backoff(monkeypatch):
         loop.run_next()
     gaps = [round(b - a, 3) for a, b in zip([0.0] + looks, looks)]
     assert gaps == [0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.2, 0.2]
+
+
+def test_status_shows_health_per_instance():
+    from activator import status
+
+    svc = service(health=Probe("http", (), interval=10.0, timeout=2.0, retries=3), instances=2)
+    first = process(svc, 1, pid=1000)
+    process(svc, 2, pid=1001)  # ready not yet: no watch
+    watch = probewatch.HealthWatch.__new__(probewatch.HealthWatch)
+    watch.state, watch.output = "unhealthy", "timed out after 2s"
+    first.timers["health"] = watch
+    entry = status.unit_snapshot(svc, {})
+    assert [(i["health"], i["health_output"]) for i in entry["instances"]] == [
+        ("unhealthy", "timed out after 2s"), ("starting", None)]
+    text = status.table({"units": {"web": entry}}, with_usage=False)
+    assert "health: unhealthy" in text and "health: starting" in text
+    plain = status.unit_snapshot(service(), {})  # no health key: no health field
+    assert "health" not in plain["instances"][0]
