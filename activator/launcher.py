@@ -37,6 +37,7 @@ class Launcher:
         launch.stdin = None if unit.literal_exec else self.devnull
         resources.prepare(launch, unit, self.baseline)
         pipes: list[tuple[int, int, str]] = []
+        ready_pipe = self.ready_pipe(unit, launch) if slot is not None else None
         try:
             if unit.output == "null":
                 launch.stdout = launch.stderr = self.devnull
@@ -48,11 +49,14 @@ class Launcher:
                     setattr(launch, stream, w)
             pid = spawn.spawn(launch, self.pid_guess)
         except BaseException:
-            for r, w, _ in pipes:
+            for r, w, _ in pipes + ([(*ready_pipe, "")] if ready_pipe else []):
                 os.close(r)
                 os.close(w)
             raise
         proc = Process(pid, unit, slot, number, label)
+        if ready_pipe:
+            os.close(ready_pipe[1])
+            proc.ready_fd = ready_pipe[0]
         for r, w, stream in pipes:
             os.close(w)
             os.set_blocking(r, False)
@@ -61,6 +65,17 @@ class Launcher:
             proc.pipes.append(pipe)
             self.output.watch(pipe, lambda p=pipe: self.relay(p, proc), unit.log_buffer_lines)
         return proc
+
+    @staticmethod
+    def ready_pipe(unit: Unit, launch) -> tuple[int, int] | None:
+        """`ready: {fd: N}`: a pipe whose writing end the service finds at fd N (s6's
+        notification-fd); the reading end is the process's, for its readiness watch."""
+        if unit.ready is None or unit.ready.kind != "fd":
+            return None
+        r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        os.set_blocking(w, True)
+        launch.extra_fds[unit.ready.fd] = w
+        return r, w
 
     def relay(self, pipe: OutputPipe, proc: Process) -> None:
         if not self.output.relay(pipe):

@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - a Python built without it
 
 from activator import templates
 from activator.listen import Listen
+from activator.probespec import Probe
 from activator.record import Record
 from activator.templates import Template
 
@@ -150,6 +151,8 @@ class Unit(Record):
     log_buffer_lines: int = 1000  # lines of output kept in memory for `activator logs`
     oom_score_adjust: int | None = None  # None: the score activator was started with
     limits: tuple[tuple[str, int, int], ...] = ()  # (name as in `limits`, soft, hard)
+    ready: Probe | None = None  # simple/exec: when it counts as started (SPEC §10)
+    health: Probe | None = None  # liveness while it runs
     files: tuple[str, ...] = ()  # the unit file, then its drop-ins, then environment files
     literal_exec: bool = False  # `-- CMD`: arguments used as given
     stdio: str = "inherit"  # `socket`: an accept unit's connection is also fds 0 and 1

@@ -95,8 +95,19 @@ class ProcessControl:
             proc.timers["start"] = self.loop.call_later(seconds, lambda: self.start_timeout(proc))
 
     def start_timeout(self, proc: Process) -> None:
-        self.log.warning(f"no READY=1 within {proc.unit.timeout_start_sec:g}s: stopping it", **proc.where)
+        what = f"not ready ({proc.unit.ready.describe()})" if proc.unit.ready else "no READY=1"
+        self.log.warning(f"{what} within {proc.unit.timeout_start_sec:g}s: stopping it", **proc.where)
         proc.result = Result.TIMEOUT
+        self.stop(proc, None)
+
+    # ------------------------------------------------------------------ health (SPEC §10)
+
+    def unhealthy(self, proc: Process, output: str) -> None:
+        """`retries` health checks failed in a row: stopped, and the end counts as a failure
+        (as a missed watchdog does), so the restart policy restarts it."""
+        self.log.warning(f"unhealthy ({proc.unit.health.describe()}): {output}; stopping it",
+                         **proc.where)
+        proc.result = Result.UNHEALTHY
         self.stop(proc, None)
 
     # ------------------------------------------------------------------ watchdog

@@ -54,6 +54,7 @@ class Process:
         self.pidfd = -1
         self.notify_status: str | None = None
         self.notify_errno: int | None = None
+        self.ready_fd = -1  # `ready: {fd: N}`: the reading end of its readiness pipe
 
     @property
     def where(self) -> dict:
@@ -104,6 +105,19 @@ class Slot:
         check_move(TRANSITIONS, self.state, state, self.label)
         self.state = state
         self.service.changed()
+
+    def within_start_limit(self, now: float) -> bool:
+        """Whether one more start now stays within start_limit_burst starts per
+        start_limit_interval_sec; if so, it is counted."""
+        interval = self.unit.start_limit_interval_sec
+        if interval <= 0:
+            return True  # no limit, no list: start times are kept only while they can matter
+        while self.starts and self.starts[0] <= now - interval:
+            self.starts.popleft()
+        if len(self.starts) >= self.unit.start_limit_burst:
+            return False
+        self.starts.append(now)
+        return True
 
     def processes(self):
         for proc in (self.proc, self.candidate, *self.retiring):

@@ -99,6 +99,7 @@ class Launch:
         self.oom_score_adj: int | None = None  # set in the child before exec
         self.oom_score_adj_after: int | None = None  # written just after a posix_spawn
         self.nofile: tuple[int, int] | None = None  # the RLIMIT_NOFILE activator started with
+        self.extra_fds: dict[int, int] = {}  # target fd -> ours, placed after `fds` (ready: fd)
 
         # inetd style: the first passed fd (a connection) is also 0 and 1, whatever stdin and
         # stdout say; it stays on 3 too, for programs that read LISTEN_FDS (sshd -i does).
@@ -111,13 +112,18 @@ class Launch:
             sources[0] = sources[1] = self.fds[0]
         return [(target, source) for target, source in enumerate(sources) if source is not None]
 
+    def placements(self) -> list[tuple[int, int]]:
+        """(our fd, the fd the service sees) for every descriptor it receives past 0-2."""
+        return [(fd, 3 + i) for i, fd in enumerate(self.fds)] + sorted(
+            ((fd, target) for target, fd in self.extra_fds.items()), key=lambda p: p[1])
+
     @property
     def needs_fork(self) -> bool:
         """What posix_spawn cannot do: credentials, limits, an OOM score before exec, or a
         descriptor placement that needs numbers above the service's soft limit."""
         if self.credentials is not None or self.rlimits or self.oom_score_adj is not None:
             return True
-        moves, _ = _placement(self.fds)
+        moves, _ = _placement(self.placements())
         top = max((target for _, target in moves), default=2)
         return self.nofile is not None and top >= self.nofile[0] != resource.RLIM_INFINITY
 
@@ -167,7 +173,7 @@ def _posix_spawn(launch: Launch, env: dict[str, str], shell: bool) -> int:
         path, argv = SHELL, ["sh", "-c", script, launch.program, *launch.argv[1:]]
 
     actions = [(os.POSIX_SPAWN_DUP2, source, target) for target, source in launch.standard_fds()]
-    moves, temporaries = _placement(launch.fds)
+    moves, temporaries = _placement(launch.placements())
     actions += [(os.POSIX_SPAWN_DUP2, source, target) for source, target in moves]
     actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in temporaries]
 
@@ -197,20 +203,21 @@ def _posix_spawn(launch: Launch, env: dict[str, str], shell: bool) -> int:
     return pid
 
 
-def _placement(fds: list[int]) -> tuple[list[tuple[int, int]], list[int]]:
-    """dup2 steps that put fds[i] on 3 + i, and the temporary copies to close afterwards.
+def _placement(placed: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[int]]:
+    """dup2 steps that put each source on its target ((source, target) pairs: the unit's
+    descriptors on 3, 4, …, then any extra ones), and the temporary copies to close afterwards.
 
     A parallel assignment done one step at a time: a step may overwrite a number only once no
     later step reads it (anything else there is one of activator's close-on-exec descriptors,
     gone at exec anyway). When only cycles are left (3 and 4 to swap), one source goes to the
-    first number after the targets first. So no step uses a number above 3 + N. A step onto
+    first number after the targets first. So no step uses a number above the highest target + 1. A step onto
     itself is kept: glibc's posix_spawn (since 2.29) clears close-on-exec for it, and the
     fork path does so itself.
     """
-    end = 3 + len(fds)
-    pending = {3 + i: fd for i, fd in enumerate(fds)}  # target -> source
+    end = max((target for _, target in placed), default=2) + 1
+    pending = {target: fd for fd, target in placed}  # target -> source
     readers: dict[int, int] = {}  # source -> how many pending steps read it
-    for fd in fds:
+    for fd, _ in placed:
         readers[fd] = readers.get(fd, 0) + 1
     moves: list[tuple[int, int]] = []
     temporaries: list[int] = []
@@ -279,7 +286,7 @@ def _child_setup(launch: Launch) -> None:
     os.setsid()
     for target, source in launch.standard_fds():
         os.dup2(source, target)
-    moves, temporaries = _placement(launch.fds)
+    moves, temporaries = _placement(launch.placements())
     for source, target in moves:
         os.dup2(source, target)
         os.set_inheritable(target, True)

@@ -94,6 +94,7 @@ class Result(enum.Enum):
     """Why a process that ended on activator's initiative counts as a failure."""
     TIMEOUT = "did not become ready in time"
     WATCHDOG = "missed its watchdog"
+    UNHEALTHY = "failed its health check"
 
 
 class InvalidTransition(AssertionError):

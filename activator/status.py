@@ -53,6 +53,10 @@ def unit_snapshot(service, sockets: dict) -> dict:
             "status": slot.notify_status,
             "errno": slot.notify_errno,
         })
+        if unit.health is not None:  # SPEC §10; the watch (probewatch.py) owns the verdict
+            watch = proc.timers.get("health") if proc is not None else None
+            instances[-1]["health"] = watch.state if watch else ("starting" if proc else None)
+            instances[-1]["health_output"] = watch.output if watch else None
     state = service.state
     healthy = state in (S.RUNNING, S.EXITED, S.RELOADING, S.STOPPED) or (
         state is S.WAITING and (unit.start == "on-demand" or unit.accepts))
@@ -376,6 +380,8 @@ def table(data: dict, with_usage: bool = True, width: int | None = 100) -> str:
         for i, instance in enumerate(instances):
             label = f"  .{instance.get('instance')}" if several else name
             text = instance.get("status") or ("" if several else "")
+            if instance.get("health"):
+                text = " · ".join(t for t in (f"health: {instance['health']}", text) if t)
             if unit.get("failure") and not several:
                 text = text or unit["failure"]
             info = extra if not several and i == 0 else ""

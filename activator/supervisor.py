@@ -8,6 +8,9 @@ three kinds of event, each through one door:
 - a deadline passed (a restart backoff, a start or stop timeout, a watchdog): timer callbacks,
   kept apart from the exit path;
 - a request: start what may start (`schedule`), stop a unit for good, shut down.
+- a probe's verdict (probewatch.py, SPEC §10): `became_ready` once `ready:` passes; an
+  instance whose `health:` fails is stopped by `ProcessControl.unhealthy`. Probe commands'
+  exits come back from the one reaper among the pids no process of ours holds.
 
 Stopping is one path whatever asks for it: `ProcessControl.stop` (process_control.py), which
 also keeps the start timeout and the watchdog.
@@ -29,6 +32,7 @@ from activator.counters import Counters
 from activator.launcher import Launcher
 from activator.log import Log
 from activator.model import Model, Unit
+from activator.probewatch import Probes
 from activator.process_control import ProcessControl
 from activator.service import (End, Outcome, Process, Service, Slot, after_exit, how_it_ended)
 from activator.sockets import SocketTable
@@ -68,6 +72,7 @@ class Supervisor:
         self.table = reaper.ProcessTable()
         self.control = ProcessControl(loop, log, self.reap, counters)
         self.sockets_watch = SocketWatch(loop, sockets, log)
+        self.probes = Probes(loop, log, launcher.base_env, launcher.environ, on_change)
         self.services: dict[str, Service] = {}
         self.listener = Listener()
         self.shutting_down = False
@@ -105,6 +110,8 @@ class Supervisor:
     def reap(self) -> None:
         ended, orphans = self.table.reap()
         for pid, status in orphans:
+            if self.probes.child_exited(pid, status):
+                continue  # a probe's command (probes.py), not an orphan
             self.log.debug(f"reaped orphan {pid} ({status})")
         for proc, status in ended:
             with self.guard(self.service_of(proc)):
@@ -125,7 +132,7 @@ class Supervisor:
         proc.status = status
         self.table.forget(proc)
         self.close_pidfd(proc)
-        proc.cancel_timers("start", "watchdog")
+        proc.cancel_timers("start", "watchdog", "ready", "health")
         for pipe in proc.pipes:
             pipe.drain()
         if proc.slot is not None or not proc.unit.accepts:
@@ -294,7 +301,9 @@ class Supervisor:
         else:
             slot.adopt(proc)
         slot.service.changed()
-        if unit.type in ("simple", "exec"):
+        if unit.type in ("simple", "exec") and unit.ready is not None:
+            self.probes.watch_ready(proc, self.sockets, self.became_ready)
+        elif unit.type in ("simple", "exec"):
             self.became_ready(proc)
         return proc
 
@@ -315,22 +324,15 @@ class Supervisor:
                                None, where(slot))
 
     def start_allowed(self, slot: Slot) -> bool:
+        if slot.within_start_limit(time.monotonic()):
+            return True
         unit = slot.unit
-        now = time.monotonic()
-        interval = unit.start_limit_interval_sec
-        if interval > 0:
-            while slot.starts and slot.starts[0] <= now - interval:
-                slot.starts.popleft()
-            if len(slot.starts) >= unit.start_limit_burst:
-                self.log.error(f"started {len(slot.starts)} times within {interval:g}s "
-                               f"(start_limit_burst {unit.start_limit_burst}): giving up",
-                               **where(slot))
-                slot.failure = "start limit hit"
-                slot.enter(S.FAILED)
-                self.unit_done(slot.service, success=False, status=slot.exit_status or 1)
-                return False
-            slot.starts.append(now)  # no limit, no list: kept only while it can matter
-        return True
+        self.log.error(f"started {len(slot.starts)} times within {unit.start_limit_interval_sec:g}s "
+                       f"(start_limit_burst {unit.start_limit_burst}): giving up", **where(slot))
+        slot.failure = "start limit hit"
+        slot.enter(S.FAILED)
+        self.unit_done(slot.service, success=False, status=slot.exit_status or 1)
+        return False
 
     def launch(self, service: Service, unit: Unit, slot: Slot | None, number: int,
                connection: dict | None = None) -> Process:
@@ -338,14 +340,14 @@ class Supervisor:
         proc = self.launcher.start(unit, slot, number, service.label(number), socket_fds,
                                    service.fdstore.named_fds(), connection)
         self.table.add(proc)
-        if unit.type == "notify":
+        if unit.type == "notify" or (unit.ready is not None and connection is None):
             self.control.arm_start_timeout(proc)
         if connection is None:
             self.log.debug("started", **proc.where)
         return proc
 
     def became_ready(self, proc: Process) -> None:
-        """The process counts as started (forked, exec'd, or READY=1)."""
+        """The process counts as started (forked, exec'd, READY=1, or its `ready:` passed)."""
         proc.ready = True
         proc.cancel_timers("start")
         slot = proc.slot
@@ -354,11 +356,13 @@ class Supervisor:
             self.control.arm_watchdog(proc)
         if slot is None:
             return
+        if proc.unit.health is not None:
+            self.probes.watch_health(proc, self.control.unhealthy)
         if proc is slot.candidate:
             self.listener.candidate_ready(slot, proc)
         elif proc.current and slot.state in (S.STARTING, S.RELOADING, S.RESTARTING):
             slot.enter(S.RUNNING)
-            self.log.info("started" if proc.unit.type != "notify" else "ready", **proc.where)
+            self.log.info("ready" if proc.unit.type == "notify" or proc.unit.ready else "started", **proc.where)
 
     # ------------------------------------------------------------------ stopping
 

@@ -21,6 +21,7 @@ from activator.model import (Credentials, Location, Problem, Socket, Unit, find_
 from activator.templates import Template, TemplateError
 from activator.unitkeys import (DEFAULTS, SERVICE_KEYS, Invalid, as_text, describe, key_name,
                                 lookup_account, split_command)
+from activator.unitprobes import read_health, read_ready
 from activator.unitsockets import read_sockets
 from activator.yamlsource import SourceError
 
@@ -128,21 +129,13 @@ class UnitReader:
         unit_type = values["type"]
         notify_access = self.read_notify_access(values)
 
-        # Names of sockets that are declared but wrong count too: their error is reported already.
-        declared = doc.get("sockets") if isinstance(doc.get("sockets"), dict) else {}
-        socket_names = {s.name for s in sockets} | {
-            spec["name"] if isinstance(spec, dict) and isinstance(spec.get("name"), str) else key
-            for key, spec in declared.items()}
-        self.check_templates(exec_templates or (), exec_paths, environment, socket_names)
-        # A program told its socket by template (`--bind fd://3`, `UWSGI_HTTP_SOCKET`) may also
-        # read LISTEN_FDS and take the same socket twice: off by default then (SPEC §1).
-        templated = [*(exec_templates or ()), *(t for _, t in environment)]
-        names_socket = any(r.kind == "socket" for t in templated for r in t.refs)
-        socket_env = values["socket_env"] if values["socket_env"] is not None else not names_socket
-
+        socket_env = self.read_templates(values, sockets, exec_templates, exec_paths, environment)
         self.check_socket_use(values, sockets, bool(doc.get("sockets")))
 
         self.check_dependencies(values, known_units)
+        accepts = any(s.accept for s in sockets)
+        ready = read_ready(self, doc.get("ready"), unit_type, sockets, accepts)
+        health = read_health(self, doc.get("health"), unit_type, accepts)
 
         if exec_templates is None:
             return
@@ -162,6 +155,7 @@ class UnitReader:
             success_action=values["success_action"], failure_action=values["failure_action"],
             log_buffer_lines=values["log_buffer_lines"], oom_score_adjust=values["oom_score_adjust"],
             limits=self.read_limits(doc.get("limits")), files=tuple(self.files), stdio=values["stdio"],
+            ready=ready, health=health,
         )
         # The program is looked for only with what decides where it is and who runs it known
         # good; else the message would be a consequence of an error already reported.
@@ -172,6 +166,21 @@ class UnitReader:
                 self.error(exec_paths[0] if exec_paths else ("exec",), f"exec: {problem}")
         if not self.failed:
             self.unit = unit
+
+    def read_templates(self, values: dict, sockets, exec_templates, exec_paths, environment) -> bool:
+        """Check the templates of `exec` and `environment`; the value of `socket_env`."""
+        # Names of sockets that are declared but wrong count too: their error is reported already.
+        declared = self.doc.value.get("sockets")
+        declared = declared if isinstance(declared, dict) else {}
+        socket_names = {s.name for s in sockets} | {
+            spec["name"] if isinstance(spec, dict) and isinstance(spec.get("name"), str) else key
+            for key, spec in declared.items()}
+        self.check_templates(exec_templates or (), exec_paths, environment, socket_names)
+        # A program told its socket by template (`--bind fd://3`, `UWSGI_HTTP_SOCKET`) may also
+        # read LISTEN_FDS and take the same socket twice: off by default then (SPEC §1).
+        templated = [*(exec_templates or ()), *(t for _, t in environment)]
+        names_socket = any(r.kind == "socket" for t in templated for r in t.refs)
+        return values["socket_env"] if values["socket_env"] is not None else not names_socket
 
     def read_notify_access(self, values: dict) -> str:
         unit_type = values["type"]

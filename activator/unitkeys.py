@@ -270,6 +270,8 @@ SERVICE_KEYS: dict[str, tuple[Callable | None, object]] = {
     "log_buffer_lines": (_integer(0, 1_000_000), 1000),
     "oom_score_adjust": (_integer(-1000, 1000), None),
     "limits": (None, None),
+    "ready": (None, None),  # unitprobes.py
+    "health": (None, None),
 }
 
 SOCKET_KEYS: dict[str, tuple[Callable | None, object]] = {

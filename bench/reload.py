@@ -22,6 +22,13 @@ while wrk keeps it busy and a separate probe client records what newly arriving 
                      (its arbiter forks new workers and stops the old ones); done when none
                      of the old workers is left
 
+Two more, not run unless named with --only, for a server that does not speak sd_notify:
+
+  activator-uvicorn-ready  4 uvicorns on activator's socket (`--fd $(sockets.http)`), an app
+                     whose import takes 1 s (asgi_slow.py), `ready: listening`; edit +
+                     SIGHUP as for `activator`
+  activator-uvicorn  the same without `ready`: each new uvicorn counts as started once forked
+
 Every approach runs as PID 1 of its own PID namespace, in a CPU cgroup of its own when the
 machine allows (see CgroupNamespace; --no-cgroup to turn it off). Where one gunicorn must
 bind the port itself (supervisord, gunicorn HUP), it runs 4 workers, since only one process
@@ -87,6 +94,10 @@ LABELS = {
     "circusd-reload": "circusd `reload` (graceful)",
     "gunicorn-hup": "gunicorn HUP (binds, PID 1)",
 }
+UVICORN = ROOT / ".venv" / "bin" / "uvicorn"
+UVICORN_APPROACHES = ["activator-uvicorn-ready", "activator-uvicorn"]
+LABELS.update({"activator-uvicorn-ready": "activator, uvicorn, ready: listening",
+               "activator-uvicorn": "activator, uvicorn, no ready"})
 GOAL_FAILED = 0
 GOAL_P99 = 0.060  # seconds: probe p99 during the restarts
 LEAD = 0.5  # seconds into the restart window before the first restart
@@ -171,9 +182,19 @@ class Stack:
         """gunicorn processes (arbiters and workers) when everything runs."""
         if self.approach in ("supervisord", "gunicorn-hup"):
             return 1 + self.instances * self.workers
+        if self.approach in UVICORN_APPROACHES:
+            return self.instances
         return self.instances * (1 + self.workers)
 
     def activator_unit(self) -> str:
+        if self.approach in UVICORN_APPROACHES:
+            argv = [str(UVICORN), "--fd", "$(sockets.http)", "--app-dir", str(BENCH), "--no-access-log",
+                    "--log-level", "warning", "asgi_slow:app"]
+            return (f"exec: {json.dumps(argv)}\n"
+                    + ("ready: listening\n" if self.approach.endswith("-ready") else "")
+                    + f"instances: {self.instances}\n"
+                    f"environment:\n  BENCH_GENERATION: \"{self.generation}\"\n  BENCH_IMPORT_SECONDS: \"1\"\n"
+                    f"sockets:\n  http:\n    listen: \"tcp://127.0.0.1:{self.port}\"\n")
         argv = gunicorn_argv("fd://$(sockets.http)", self.workers)
         return (f"exec: {json.dumps(argv)}\n"
                 "type: notify\n"
@@ -225,7 +246,7 @@ class Stack:
         for pid in [self.ns.pid1, *descendants_of(self.ns.pid1)]:
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if b"gunicorn" in f.read():
+                    if (b"uvicorn" if self.approach in UVICORN_APPROACHES else b"gunicorn") in f.read():
                         pids.append(pid)
             except OSError:
                 pass
@@ -265,9 +286,9 @@ class Stack:
         a = self.approach
         if a.startswith("activator"):
             before = self.activator_status()["reload"].get("completed", 0)
-            if a == "activator":
+            if a != "activator-usr2":
                 (self.dir / "units" / "web.yaml").write_text(self.activator_unit())
-            self.ns.signal(signal.SIGHUP if a == "activator" else signal.SIGUSR2)
+            self.ns.signal(signal.SIGHUP if a != "activator-usr2" else signal.SIGUSR2)
 
             def completed():
                 record = self.activator_status()["reload"]
@@ -498,7 +519,7 @@ def report(results: dict[str, list[dict]], args) -> str:
                   "same, open-loop ms", "probe max ms", "wrk req/s: restarts (steady)", "wrk p99 ms: restarts (steady)",
                   "stack CPU/s: restarts (steady)", "PID 1 CPU ms/s", "one restart takes"], rows)
     lines = ["", ""]
-    for approach in ("activator", "activator-usr2"):
+    for approach in ("activator", "activator-usr2", "activator-uvicorn-ready"):
         trials = results.get(approach)
         if not trials:
             continue
@@ -523,7 +544,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=1, help="rounds (default 1: about 6 minutes)")
     parser.add_argument("--only", default=",".join(APPROACHES), help="comma-separated approaches: "
-                        + ", ".join(APPROACHES))
+                        + ", ".join(APPROACHES + UVICORN_APPROACHES))
     parser.add_argument("--restarts", type=int, default=10, help="restarts per trial (default 10)")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between restarts (default 2)")
     parser.add_argument("--window", type=float,
@@ -547,7 +568,7 @@ def main() -> None:
         args.window = LEAD + (args.restarts - 1) * args.interval + 1.5
     args.cgroup_parent = None if args.no_cgroup else cpu_cgroup_parent()
     approaches = [a for a in args.only.split(",") if a]
-    unknown = set(approaches) - set(APPROACHES)
+    unknown = set(approaches) - set(APPROACHES + UVICORN_APPROACHES)
     if unknown:
         parser.error(f"unknown approaches: {', '.join(sorted(unknown))}")
 

@@ -187,9 +187,11 @@ def test_a_broken_unit_fails_the_build(image, tmp_path):
 @pytest.fixture(scope="module")
 def demo(image, tmp_path_factory):
     """The demo stack on a free port of the host's network."""
-    port = free_port()
+    port, api_port = free_port(), free_port()
     container = Container(tmp_path_factory.mktemp("demo"), {
-        "web.d/port.yaml": f"sockets:\n  http:\n    listen: tcp://127.0.0.1:{port}\n"})
+        "web.d/port.yaml": f"sockets:\n  http:\n    listen: tcp://127.0.0.1:{port}\n",
+        "api.d/port.yaml": f"sockets:\n  api:\n    listen: tcp://127.0.0.1:{api_port}\n"
+                           f"health:\n  http: http://127.0.0.1:{api_port}/healthz\n"})
     container.port = port
     try:
         container.start()
@@ -204,7 +206,7 @@ def test_demo_stack_runs_as_pid1_and_serves(demo):
     assert status["pid"] == 1
     assert demo.exec("cat", "/proc/1/cmdline").stdout.split("\0")[:2] == ["/usr/bin/python3", "-I"]
     assert {name: u["state"] for name, u in status["units"].items()} == {
-        "redis": "running", "migrate": "exited", "web": "running"}
+        "redis": "running", "migrate": "exited", "web": "running", "api": "running"}
     assert len(status["units"]["web"]["instances"]) == 4
 
     bodies = [get(demo.port) for _ in range(12)]

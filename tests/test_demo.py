@@ -41,12 +41,14 @@ def all_running(status: dict) -> bool:
 
 @pytest.fixture
 def demo(activator, tmp_path):
-    port = free_port()
+    port, api_port = free_port(), free_port()
     local = write_units(tmp_path / "local", {
-        "web.d/port.yaml": f"sockets:\n  http:\n    listen: tcp://127.0.0.1:{port}\n"})
+        "web.d/port.yaml": f"sockets:\n  http:\n    listen: tcp://127.0.0.1:{port}\n",
+        "api.d/port.yaml": f"sockets:\n  api:\n    listen: tcp://127.0.0.1:{api_port}\n"
+                           f"health:\n  http: http://127.0.0.1:{api_port}/healthz\n"})
     run = activator(units_dir=ROOT / "units", args=["--units", str(local)])
     run.wait_status(all_running, timeout=30, what="the demo stack running")
-    run.port = port
+    run.port, run.api_port = port, api_port
     return run
 
 
@@ -57,13 +59,13 @@ def test_units_check_from_the_checkout():
                             env=env, capture_output=True, text=True, cwd="/")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # not even a warning
-    assert result.stdout.startswith("ok: 3 units, 1 socket, 6 processes")
+    assert result.stdout.startswith("ok: 4 units, 2 sockets, 8 processes")
 
 
 def test_demo_serves_hits_counted_in_redis(demo):
     status = demo.status()
     assert {name: u["state"] for name, u in status["units"].items()} == {
-        "redis": "running", "migrate": "exited", "web": "running"}
+        "redis": "running", "migrate": "exited", "web": "running", "api": "running"}
     arbiters = set(demo.host_pids("web"))
     assert len(arbiters) == 4
 
@@ -100,3 +102,13 @@ def test_reload_signals_gunicorn_and_stop_is_clean(demo):
     assert demo.stop() == 0
     assert not redis_socket.exists()  # redis removed it: it was stopped, not killed
     assert "exiting with status 0" in demo.output()
+
+
+def test_demo_api_is_uvicorn_ready_when_listening(demo):
+    """units/api.yaml: uvicorn, no sd_notify; `ready: listening` and an HTTP health check."""
+    body = curl(demo.api_port)
+    assert body.startswith("hello from uvicorn pid") and "(api instance " in body
+    status = demo.wait_status(lambda s: all(i.get("health") == "healthy"
+                                            for i in s["units"]["api"]["instances"]),
+                              timeout=30, what="api healthy")
+    assert [i["health_output"] for i in status["units"]["api"]["instances"]] == ["HTTP/1.1 200 OK"] * 2

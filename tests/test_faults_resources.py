@@ -48,7 +48,7 @@ def test_placement_never_uses_a_number_above_three_plus_n():
         for _ in range(500):
             fds = [random.randrange(3, 3 + 3 * n) for _ in range(n)]
             table = {fd: fd for fd in fds}
-            moves, temporaries = _placement(fds)
+            moves, temporaries = _placement([(fd, 3 + i) for i, fd in enumerate(fds)])
             for source, target in moves:
                 assert target <= 3 + n
                 table[target] = table[source]

@@ -236,7 +236,7 @@ def test_every_service_key_of_the_spec_is_known():
         "umask", "restart", "restart_sec", "restart_max_sec", "start_limit_burst",
         "start_limit_interval_sec", "timeout_start_sec", "timeout_stop_sec", "kill_signal",
         "reload_signal", "watchdog_sec", "notify_access", "output", "success_action",
-        "failure_action",
+        "failure_action", "ready", "health",  # §10
         "log_buffer_lines",  # §8
         "oom_score_adjust", "limits"}  # §11
     assert set(unitkeys.SERVICE_KEYS) == spec_keys
