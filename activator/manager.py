@@ -51,6 +51,7 @@ from activator.sockets import SocketTable
 from activator.states import S
 from activator.supervisor import Listener, Supervisor
 
+STALE_SECONDS = 1.0
 SETTLE_ROUNDS = 100  # starting a unit can unblock the next one: settle up to this many times
 
 
@@ -71,7 +72,7 @@ class Manager:
         self.launcher = Launcher(self.output, self.environ, log, self.notify_path, self.is_pid1)
         self.counters = Counters()  # event counts for /metrics
         self.supervisor = Supervisor(model, self.loop, log, self.sockets, self.launcher, self.mark_dirty,
-                                     self.counters)
+                                     self.counters, self.mark_stale)
         self.notified = NotifyApplier(self.supervisor)
         log.instances_of = self.instances_of
         self.signals: SignalReceiver | None = None
@@ -88,6 +89,7 @@ class Manager:
         self.exit_code: int | None = None
         self.finished = False
         self.dirty = True
+        self.stale_timer = None
 
     @property
     def services(self) -> dict:
@@ -99,6 +101,17 @@ class Manager:
 
     def mark_dirty(self) -> None:
         self.dirty = True
+
+    def mark_stale(self) -> None:
+        """A change only status.json shows (an accept unit's connection counts): published
+        within STALE_SECONDS rather than at once, so that a busy accept socket does not cost
+        a status write per connection. The timer exists only while something is unpublished."""
+        if self.stale_timer is None:
+            self.stale_timer = self.loop.call_later(STALE_SECONDS, self.publish_stale)
+
+    def publish_stale(self) -> None:
+        self.stale_timer = None
+        self.mark_dirty()
 
     # ------------------------------------------------------------------ boot
 
@@ -178,6 +191,7 @@ class Manager:
         if self.finished:
             return
         sup.schedule()
+        sup.sockets_watch.close_failed(sup.services)
         if self.operation is not None:
             self.operation.advance()
             if self.operation.finished:
@@ -190,6 +204,9 @@ class Manager:
 
     def publish(self) -> None:
         """Once the changes of an iteration have settled: status.json, the outer manager."""
+        if self.stale_timer is not None:  # this write shows those changes too
+            self.stale_timer.cancel()
+            self.stale_timer = None
         self.status_writer.write(self.snapshot())
         if self.outer is not None:
             self.outer.update(self.services)
@@ -367,9 +384,12 @@ class Manager:
         self.sockets.close_all()
         if self.control is not None:
             self.control.close_all()
-        self.status_writer.write(self.snapshot())
         if self.notify is not None:
             self.notify.close()
+        # Nothing of this run may look alive to the next one: `status` would call it stale.
+        for name in ("activator.pid", status.STATUS_FILE):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.runtime_dir, name))
         self.log.info(f"exiting with status {self.exit_code}")
         self.finished = True
 

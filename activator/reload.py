@@ -224,6 +224,7 @@ class Reloader(Listener):
             if not proc.exited and proc.stop_reason is None:
                 try:
                     os.kill(proc.main_pid, service.unit.reload_signal)
+                    proc.reload_signalled = service.unit.reload_signal
                     self.log.info("sent reload_signal", **proc.where)
                 except ProcessLookupError:
                     pass

@@ -51,6 +51,7 @@ class Process:
         self.pipes: list = []
         self.timers: dict[str, object] = {}
         self.watchdog_usec = 0
+        self.reload_signalled = 0  # the reload_signal it was sent last, if any
         self.pidfd = -1
         self.notify_status: str | None = None
         self.notify_errno: int | None = None
@@ -214,7 +215,10 @@ class Service:
         self.slots: list[Slot] = []
         self.leaving: list[Slot] = []  # slots beyond a lowered `instances`, being stopped
         self.connections: dict[int, Process] = {}  # accept units: pid -> process
-        self.connection_count = 0
+        self.connection_count = 0  # connections accepted, the number of the next one's process
+        self.connections_served = 0  # accept units: connection processes that ended
+        self.connections_failed = 0  # of those, the ones that failed
+        self.last_connection_failure: int | None = None  # its exit status
         self.scaled: int | None = None  # `activator scale`: instances now, until the files change
         self.fdstore = FdStore()
         if not unit.accepts:

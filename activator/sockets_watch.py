@@ -13,6 +13,7 @@ import errno
 from activator.log import Log
 from activator.model import Unit
 from activator.sockets import SocketTable
+from activator.states import P, S
 
 ACCEPT_BATCH = 16
 
@@ -75,3 +76,42 @@ class SocketWatch:
                     break
                 continue  # ECONNABORTED and the like: that connection is gone
         return taken
+
+    # ------------------------------------------------------------------ failed units
+
+    def close_unit(self, unit: Unit) -> list[str]:
+        """A unit failed for good: its sockets are closed, so that clients are refused and
+        fail over instead of waiting (SPEC §2). Inherited sockets stay: they cannot be bound
+        again. The names of the sockets closed."""
+        closed = []
+        for spec in unit.sockets:
+            bound = self.sockets.get(spec.name)
+            if bound is None or spec.listen.kind == "inherit":
+                continue
+            self.loop.remove_reader(bound.fd)
+            self.acceptors.pop(spec.name, None)
+            self.sockets.pop(spec.name).close()
+            closed.append(spec.name)
+        return closed
+
+    def close_failed(self, services: dict) -> None:
+        """Units failed for good close their sockets until they start again (SPEC §2)."""
+        for service in services.values():
+            if service.state is S.FAILED and service.phase is not P.STOPPING and not service.has_processes():
+                for name in self.close_unit(service.unit):
+                    self.log.warning(f"socket {name} closed: the unit failed; clients are refused "
+                                     "until it starts again", unit=service.name)
+
+    def reopen(self, service, unit: Unit) -> None:
+        for name in self.reopen_unit(unit):
+            self.log.info(f"socket {name} bound again", unit=service.name)
+
+    def reopen_unit(self, unit: Unit) -> list[str]:
+        """Before a unit starts again: bind the sockets closed when it failed (BindError if
+        one cannot be). The names of the sockets bound again."""
+        bound = []
+        for spec in unit.sockets:
+            if spec.name not in self.sockets:
+                self.sockets.put(spec.name, self.sockets.bind(spec))
+                bound.append(spec.name)
+        return bound

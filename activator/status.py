@@ -53,13 +53,17 @@ def unit_snapshot(service, sockets: dict) -> dict:
             "status": slot.notify_status,
             "errno": slot.notify_errno,
         })
+        if slot.candidate is not None:  # a rolling restart's replacement, while it starts
+            instances[-1]["replacement"] = {"pid": slot.candidate.main_pid, "state": "starting",
+                                            "started": _when(slot.candidate.started_wall)}
         if unit.health is not None:  # SPEC §10; the watch (probewatch.py) owns the verdict
             watch = proc.timers.get("health") if proc is not None else None
             instances[-1]["health"] = watch.state if watch else ("starting" if proc else None)
             instances[-1]["health_output"] = watch.output if watch else None
     state = service.state
-    healthy = state in (S.RUNNING, S.EXITED, S.RELOADING, S.STOPPED) or (
-        state is S.WAITING and (unit.start == "on-demand" or unit.accepts))
+    # WAITING: serving from its socket (on-demand, accept, or an eager unit whose process
+    # ended cleanly: the next connection starts it).
+    healthy = state in (S.RUNNING, S.EXITED, S.RELOADING, S.STOPPED, S.WAITING)
     failure = service.failure or next((s.failure for s in service.slots if s.state is S.FAILED and s.failure), None)
     entry = {
         "state": state.value,
@@ -74,6 +78,9 @@ def unit_snapshot(service, sockets: dict) -> dict:
     }
     if unit.accepts:
         entry["connections"] = len(service.connections)
+        entry["connections_served"] = service.connections_served
+        entry["connections_failed"] = service.connections_failed
+        entry["last_failure_status"] = service.last_connection_failure
     if service.scaled is not None:
         entry["scaled"] = {"instances": service.scaled, "in_files": unit.instances}
     return entry
@@ -388,6 +395,9 @@ def table(data: dict, with_usage: bool = True, width: int | None = 100) -> str:
             info = " · ".join(t for t in (info, text) if t)
             lines.append(_row(label, instance.get("state", unit["state"]) if several else unit["state"],
                               instance, info, with_usage, width))
+            if instance.get("replacement"):
+                lines.append(_row(f"{label.strip() if several else name} (new)", "starting",
+                                  instance["replacement"], "replacement", with_usage, width))
     summary = (f"activator {data.get('version', '?')}, pid {data.get('pid')}, generation "
                f"{data.get('generation')}, up {_uptime(data.get('started'))}")
     return "\n".join(lines + [summary]) + "\n"

@@ -28,6 +28,7 @@ import traceback
 
 from activator import dependencies, reaper
 from activator.dependencies import Start
+from activator.connections import ConnectionLog
 from activator.counters import Counters
 from activator.launcher import Launcher
 from activator.log import Log
@@ -35,7 +36,7 @@ from activator.model import Model, Unit
 from activator.probewatch import Probes
 from activator.process_control import ProcessControl
 from activator.service import (End, Outcome, Process, Service, Slot, after_exit, how_it_ended)
-from activator.sockets import SocketTable
+from activator.sockets import BindError, SocketTable
 from activator.sockets_watch import SocketWatch
 from activator.spawn import SpawnError
 from activator.states import P, Result, S, StopReason
@@ -54,13 +55,28 @@ class Listener:
         pass
 
 
+@contextlib.contextmanager
+def guarded(log: Log, control: ProcessControl, service: Service | None):
+    """A bug while handling one unit fails that unit; the rest go on."""
+    try:
+        yield
+    except Exception:
+        log.error("internal error:\n" + traceback.format_exc().rstrip(),
+                  unit=service.name if service else None)
+        if service is not None and not service.failure:
+            service.fail("internal error in activator (see the log)")
+            for proc in list(service.processes()):
+                if not proc.exited:
+                    control.stop(proc, StopReason.STOP)
+
+
 def where(slot: Slot) -> dict:
     return {"unit": slot.service.name, "instance": slot.number, "pid": None, "label": slot.label}
 
 
 class Supervisor:
     def __init__(self, model: Model, loop, log: Log, sockets: SocketTable, launcher: Launcher,
-                 on_change, counters: Counters):
+                 on_change, counters: Counters, on_quiet_change):
         self.model = model
         self.generation = 1
         self.loop = loop
@@ -68,10 +84,12 @@ class Supervisor:
         self.sockets = sockets
         self.launcher = launcher
         self.on_change = on_change
+        self.on_quiet_change = on_quiet_change  # for status.json only: written within a second
         self.counters = counters
         self.table = reaper.ProcessTable()
         self.control = ProcessControl(loop, log, self.reap, counters)
         self.sockets_watch = SocketWatch(loop, sockets, log)
+        self.connection_log = ConnectionLog(log)
         self.probes = Probes(loop, log, launcher.base_env, launcher.environ, on_change)
         self.services: dict[str, Service] = {}
         self.listener = Listener()
@@ -88,19 +106,8 @@ class Supervisor:
         self.model = model
         self.generation += 1
 
-    @contextlib.contextmanager
     def guard(self, service: Service | None):
-        """A bug while handling one unit fails that unit; the rest go on."""
-        try:
-            yield
-        except Exception:
-            self.log.error("internal error:\n" + traceback.format_exc().rstrip(),
-                           unit=service.name if service else None)
-            if service is not None and not service.failure:
-                service.fail("internal error in activator (see the log)")
-                for proc in list(service.processes()):
-                    if not proc.exited:
-                        self.control.stop(proc, StopReason.STOP)
+        return guarded(self.log, self.control, service)
 
     def service_of(self, proc: Process) -> Service | None:
         return self.services.get(proc.unit.name)
@@ -184,6 +191,9 @@ class Supervisor:
             else:
                 slot.enter(S.FAILED if service.failure or slot.state is S.FAILED else S.EXITED)
         else:
+            if proc.reload_signalled and status == 128 + proc.reload_signalled:
+                self.log.warning(f"died of its reload_signal ({status}); its unit file may need "
+                                 "another reload_signal (or none)", **proc.where)
             ran = time.monotonic() - proc.started
             self.apply_verdict(slot, after_exit(slot.unit, slot.failures, ran, status, proc.result),
                                status, proc.result, proc.where)
@@ -203,7 +213,9 @@ class Supervisor:
         elif verdict.outcome is Outcome.EXITED:
             self.log.info(f"exited ({status})", **at)
             slot.enter(S.EXITED)
-            if slot.unit.start == "on-demand":
+            # A unit with sockets waits for traffic again, as systemd's socket units do: its
+            # socket stays open, and the next connection starts it (SPEC §1, `start`).
+            if slot.unit.sockets and (slot.unit.start == "on-demand" or slot.unit.success_action != "exit"):
                 self.wait_again(service)
             else:
                 self.unit_done(service, success=True, status=status)
@@ -292,8 +304,9 @@ class Supervisor:
                 slot.restarts += 1
             slot.enter(S.STARTING)
         try:
+            self.sockets_watch.reopen(slot.service, unit)
             proc = self.launch(slot.service, unit, slot, slot.number)
-        except (SpawnError, OSError) as e:
+        except (SpawnError, OSError, BindError) as e:
             self.start_failed(slot, unit, e, candidate_unit is not None)
             return None
         if candidate_unit is not None:
@@ -313,6 +326,9 @@ class Supervisor:
         if isinstance(error, SpawnError):
             status = error.exit_status
             self.log.error(f"cannot execute '{error.program}': {error.text}", **where(slot))
+        elif isinstance(error, BindError):
+            status = 1
+            self.log.error(f"cannot start: {error}", **where(slot))
         else:
             status = 126
             self.log.error(f"cannot start: {error.strerror or error}", **where(slot))
@@ -402,6 +418,7 @@ class Supervisor:
     def watch(self, service: Service) -> None:
         """Wait for traffic on the unit's sockets: on-demand units, and accept units always."""
         unit = service.unit
+        self.sockets_watch.reopen(service, unit)
         service.enter(P.ACTIVE if unit.accepts else P.WAITING)
         for slot in service.slots:
             slot.enter(S.WAITING)
@@ -439,6 +456,7 @@ class Supervisor:
             details["REMOTE_ADDR"], details["REMOTE_PORT"] = address[0], address[1]
         service.connection_count += 1
         self.counters.connection(service.unit.sockets[0].name)
+        self.on_quiet_change()
         with self.guard(service):
             try:
                 proc = self.launch(service, service.unit, None, service.connection_count, details)
@@ -448,9 +466,8 @@ class Supervisor:
             service.connections[proc.pid] = proc
 
     def connection_ended(self, service: Service, proc: Process) -> None:
-        service.connections.pop(proc.pid, None)
-        if proc.status:
-            self.log.debug(f"connection process exited ({proc.status})", **proc.where)
+        self.connection_log.ended(service, proc)
+        self.on_quiet_change()  # status.json's counts, without a write per connection
         if service.phase is P.STOPPING:
             self.on_change()
         elif not service.failure and self.services.get(service.name) is service:

@@ -411,7 +411,14 @@ def test_status_and_reload_from_outside_activators_pid_namespace(activator):
                             env=a.env, timeout=60)
     assert result.returncode == 0 and "applied" in result.stdout, result.stderr
     a.wait_state("two", "running")
+    left = {name: (a.runtime / name).read_bytes() for name in ("status.json", "activator.pid")}
     assert a.stop() == 0
+    assert not any((a.runtime / name).exists() for name in left)  # a clean exit removes them
+    gone = subprocess.run([PYTHON, "-m", "activator", "status"], capture_output=True, text=True,
+                          env=a.env, timeout=60)
+    assert gone.returncode == 3 and "no running activator" in gone.stderr, gone
+    for name, data in left.items():  # as an activator that was killed would leave them
+        (a.runtime / name).write_bytes(data)
     # pid 1 of status.json is now the host's init, not an activator: stale, from the host too
     for command in ("status", "reload"):
         stale = subprocess.run([PYTHON, "-m", "activator", command], capture_output=True, text=True,
