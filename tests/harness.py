@@ -45,6 +45,15 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str
         time.sleep(interval)
 
 
+def stays(predicate, seconds: float, what: str, interval: float = 0.02) -> None:
+    """Assert that `predicate` holds during a whole observation window (for "never" claims:
+    no restart, no extra process). A deliberate window, not a sleep hoping for an event."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), what
+        time.sleep(interval)
+
+
 def proc_stat(pid: int) -> dict | None:
     try:
         data = Path(f"/proc/{pid}/stat").read_bytes()
@@ -73,6 +82,25 @@ def descendants_of(pid: int) -> list[int]:
             result.append(child)
             todo.append(child)
     return result
+
+
+def identities(pids) -> set[tuple[int, int]]:
+    """(pid, start time) of each live process: a pid the kernel gives again later is another
+    process, with another start time."""
+    result = set()
+    for pid in pids:
+        try:
+            data = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            continue
+        result.add((pid, int(data[data.rfind(b")") + 2:].split()[19])))  # field 22 of stat(5)
+    return result
+
+
+def still_there(recorded: set[tuple[int, int]]) -> list[int]:
+    """Those of the processes recorded by `identities` that still exist, zombies included. (A
+    process list read after the fact proves nothing: a dead pid has no children.)"""
+    return sorted(pid for pid, _ in recorded & identities(pid for pid, _ in recorded))
 
 
 def zombies_under(pid: int) -> list[int]:
