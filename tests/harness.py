@@ -145,6 +145,19 @@ def open_fds(pid: int) -> dict[int, str]:
     return result
 
 
+def settled_fds(pid: int, expected: list[int], timeout: float = 5.0) -> dict[int, str]:
+    """`open_fds` of a process just started, once it shows `expected`. The kernel lets the
+    parent of a vfork (posix_spawn) go on when the child's exec has replaced its memory, a
+    moment before the child's close-on-exec descriptors are closed: a process read right
+    after its start may still show activator's. A descriptor that stays is a leak: it fails
+    here, after the deadline."""
+    try:
+        return wait_for(lambda: sorted(fds := open_fds(pid)) == sorted(expected) and fds, timeout,
+                        what=f"pid {pid} with fds {expected}")
+    except Timeout:
+        raise AssertionError(f"pid {pid} has fds {open_fds(pid)}, not just {expected}") from None
+
+
 def environ_of(pid: int) -> dict[str, str]:
     data = Path(f"/proc/{pid}/environ").read_bytes()
     return dict(item.split("=", 1) for item in data.decode(errors="replace").split("\0") if "=" in item)

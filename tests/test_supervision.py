@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import PYTHON, open_fds, stays, wait_for
+from harness import PYTHON, settled_fds, stays, wait_for
 
 
 def lines(path: Path) -> list[str]:
@@ -276,8 +276,7 @@ def test_a_service_sees_only_fds_0_1_2(activator):
     a = activator({"plain": "exec: [sleep, infinity]", "other": "exec: [sleep, infinity]\noutput: inherit"})
     a.wait_state("other", "running")
     for unit in ("plain", "other"):
-        fds = open_fds(a.host_pids(unit)[0])
-        assert sorted(fds) == [0, 1, 2], fds
+        fds = settled_fds(a.host_pids(unit)[0], [0, 1, 2])
         assert fds[0] == "/dev/null"
 
 
