@@ -33,7 +33,10 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the base image build (debootstrap) and these tests need root"),
 ]
 
-IMAGE = "localhost/activator:test"
+# A tag of this run's own: other checkouts on the machine build, run and remove theirs at the
+# same time, and a shared name would let one run start another's image, or lose it mid-run.
+# (Removing a tag that shares its image with another tag only untags it.)
+IMAGE = f"localhost/activator:test-{uuid.uuid4().hex[:10]}"
 # podman hands NOTIFY_SOCKET and LISTEN_* on into the container: only where a test means it.
 ENV = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET" and not k.startswith("LISTEN_")}
 ENV["CONTAINERS_CONF"] = os.environ.get("CONTAINERS_CONF") or str(ROOT / "container" / "containers.conf")
@@ -356,7 +359,10 @@ def test_socket_passed_in_by_podman_reaches_the_web_unit(image, tmp_path):
                                 env=ENV, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         container.wait_status(all_running, what="the demo stack running")
-        bodies = [get(port) for _ in range(4)]
+        try:
+            bodies = [get(port) for _ in range(4)]
+        except OSError as e:
+            raise AssertionError(f"{e!r}\n{container.logs()}") from None
         assert all("hello from worker pid" in b for b in bodies), bodies
         sockets = container.status()["units"]["web"]["sockets"]
         assert sockets == [{"name": "http", "listen": "inherit:web", "fd": 3}]
