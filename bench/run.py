@@ -3,7 +3,9 @@
     .venv/bin/python bench/run.py [--rounds N] [--only pid1,sockets,reload,load_units,faults]
 
 Installs the peers first (bench/setup, idempotent). The tables go to stdout and, with the
-machine's description and every raw measurement, to bench/results/DATE/ (not committed).
+machine's description and every raw measurement, to bench/results/DATE/ (not committed). At the
+end, bench/report.py writes the figures to bench/summary.json (committed) and regenerates README
+§12's tables from it.
 Progress goes to stderr. `--rounds N` is passed to pid1.py, sockets.py and reload.py: more
 rounds, steadier medians, longer runs (load_units.py and faults.py run with their own
 defaults).
@@ -72,6 +74,10 @@ def main() -> int:
         report.append(text)
     (out_dir / "report.md").write_text("\n".join(report))
     print(f"tables and raw figures in {out_dir.relative_to(BENCH.parent)}/", file=sys.stderr)
+    # The summary takes what this run measured (a failed benchmark's section keeps the last
+    # good run's figures, each section says which run it is from); README §12 follows it.
+    subprocess.run([sys.executable, str(BENCH / "report.py"), "--from", str(out_dir),
+                    "--skip", ",".join(failed)], check=True)
     return 1 if failed else 0
 
 

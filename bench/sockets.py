@@ -39,8 +39,8 @@ import threading
 import time
 from pathlib import Path
 
-from common import (BENCH, PYTHON, ROOT, SYSTEMD_TOOLS, Namespace, cpu_seconds, cpu_seconds_with_children, fmt,
-                    free_port, http_ok, median, progress, table, wait_for)
+from common import (BENCH, PYTHON, ROOT, SYSTEMD_TOOLS, Namespace, children_of, cpu_seconds, cpu_seconds_with_children,
+                    fmt, free_port, http_ok, median, progress, table, wait_for)
 
 GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 GUNICORN_ARGS = ["--workers", "2", "--worker-class", "sync", "--no-control-socket",
@@ -201,7 +201,9 @@ def measure_accept(name: str, workdir: Path, in_flight: int, seconds: float) -> 
         pid1 = ns.pid1
         init_before, all_before = cpu_seconds(pid1), cpu_seconds_with_children(pid1)
         rate, errors, count = connection_rate(port, in_flight, seconds)
-        time.sleep(0.05)  # the last handlers reaped
+        # The last handlers' CPU counts only once PID 1 has reaped them (cutime, cstime):
+        # PID 1 has no child left once every handler is reaped (a zombie is still a child).
+        wait_for(lambda: not children_of(pid1), 10, interval=0.005, what=f"{name}'s handlers reaped")
         init_cpu = cpu_seconds(pid1) - init_before
         all_cpu = cpu_seconds_with_children(pid1) - all_before
     count = max(count, 1)

@@ -1,4 +1,5 @@
 import compileall
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,19 @@ def activator(tmp_path):
     yield start
     for run in started:
         run.cleanup()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many tests were skipped, and why, at the end of every run (zero included): a green
+    run that skipped something (IPv6, podman, root) must say so where it is read. pytest's
+    own closing line ("N passed ...") still comes after this."""
+    reasons = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        if isinstance(report.longrepr, tuple):  # (file, line, "Skipped: reason")
+            reasons[report.longrepr[2].removeprefix("Skipped: ")] += 1
+        else:
+            reasons[str(report.longrepr)] += 1
+    total = sum(reasons.values())
+    terminalreporter.write_sep("-", f"skipped: {total} test{'' if total == 1 else 's'}")
+    for reason, count in reasons.most_common():
+        terminalreporter.write_line(f"{count:4d}  {reason}")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -42,6 +44,15 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str
         if time.monotonic() > deadline:
             raise Timeout(f"timed out after {timeout}s waiting for {what}"
                           + (f" (last error: {last_error!r})" if last_error else ""))
+        time.sleep(interval)
+
+
+def stays(predicate, seconds: float, what: str, interval: float = 0.02) -> None:
+    """Assert that `predicate` holds during a whole observation window (for "never" claims:
+    no restart, no extra process). A deliberate window, not a sleep hoping for an event."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), what
         time.sleep(interval)
 
 
@@ -75,6 +86,51 @@ def descendants_of(pid: int) -> list[int]:
     return result
 
 
+def identities(pids) -> set[tuple[int, int]]:
+    """(pid, start time) of each live process: a pid the kernel gives again later is another
+    process, with another start time."""
+    result = set()
+    for pid in pids:
+        try:
+            data = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            continue
+        result.add((pid, int(data[data.rfind(b")") + 2:].split()[19])))  # field 22 of stat(5)
+    return result
+
+
+def still_there(recorded: set[tuple[int, int]]) -> list[int]:
+    """Those of the processes recorded by `identities` that still exist, zombies included. (A
+    process list read after the fact proves nothing: a dead pid has no children.)"""
+    return sorted(pid for pid, _ in recorded & identities(pid for pid, _ in recorded))
+
+
+def listening_tcp_ports(host: str = "127.0.0.1") -> set[int]:
+    """Ports of `host` with an IPv4 TCP socket in state LISTEN, in this network namespace. Asked
+    of the kernel through sock_diag (what `ss -l` does), which dumps listening sockets only:
+    fast however many connections the machine has (/proc/net/tcp lists them all), and it
+    takes no connection from the services."""
+    tcp_listen, sock_diag_by_family, request_dump, done, error = 10, 20, 0x301, 3, 2
+    request = struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0, 1 << tcp_listen) + bytes(48)
+    wanted, ports = socket.inet_aton(host), set()
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4) as s:  # NETLINK_SOCK_DIAG
+        s.send(struct.pack("=IHHII", 16 + len(request), sock_diag_by_family, request_dump, 1, 0) + request)
+        while True:
+            data, offset = s.recv(1 << 16), 0
+            while offset < len(data):
+                length, kind = struct.unpack_from("=IH", data, offset)
+                if kind == done:
+                    return ports
+                if kind == error:
+                    raise OSError("sock_diag refused the request")
+                # inet_diag_msg: family, state, timer, retrans (1 byte each), then the socket's
+                # id: source port (big-endian), destination port, source address.
+                port = struct.unpack_from("!H", data, offset + 20)[0]
+                if data[offset + 24:offset + 28] == wanted:
+                    ports.add(port)
+                offset += (length + 3) & ~3
+
+
 def zombies_under(pid: int) -> list[int]:
     return [p for p in descendants_of(pid) if (proc_stat(p) or {}).get("state") == "Z"]
 
@@ -87,6 +143,19 @@ def open_fds(pid: int) -> dict[int, str]:
         except OSError:
             pass
     return result
+
+
+def settled_fds(pid: int, expected: list[int], timeout: float = 5.0) -> dict[int, str]:
+    """`open_fds` of a process just started, once it shows `expected`. The kernel lets the
+    parent of a vfork (posix_spawn) go on when the child's exec has replaced its memory, a
+    moment before the child's close-on-exec descriptors are closed: a process read right
+    after its start may still show activator's. A descriptor that stays is a leak: it fails
+    here, after the deadline."""
+    try:
+        return wait_for(lambda: sorted(fds := open_fds(pid)) == sorted(expected) and fds, timeout,
+                        what=f"pid {pid} with fds {expected}")
+    except Timeout:
+        raise AssertionError(f"pid {pid} has fds {open_fds(pid)}, not just {expected}") from None
 
 
 def environ_of(pid: int) -> dict[str, str]:

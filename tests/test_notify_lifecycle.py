@@ -142,29 +142,43 @@ def test_mainpid_moves_the_main_process(activator, tmp_path):
 
 
 MAINPID_ALONE = """
-import os, socket, sys, time
+import os, sys, time
 from systemd import daemon
+
+def wait_file(path):  # bounded: the test makes it once it has seen what it waits for
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+go, release = sys.argv[1:3]
 child = os.fork()
 if child == 0:
     time.sleep(3600)
     os._exit(0)
 daemon.notify("READY=1")
-time.sleep(0.3)
+wait_file(go)  # the test saw this process running as the main one
 daemon.notify(f"MAINPID={child}")  # alone in its datagram: no state changes with it
-time.sleep(0.3)
+wait_file(release)  # the test saw the new main pid: now this process may end
 """
 
 
 def test_mainpid_alone_shows_in_status_json(activator, tmp_path):
     """A lone MAINPID= changes no state, yet status.json must show the new main pid."""
-    script = tmp_path / "mainpid_alone.py"
+    script, go, release = tmp_path / "mainpid_alone.py", tmp_path / "go", tmp_path / "release"
     script.write_text(MAINPID_ALONE)
-    a = activator({"d": unit(exec=[PYTHON, str(script)], type="notify")})
+    a = activator({"d": unit(exec=[PYTHON, str(script), str(go), str(release)], type="notify")})
     first = wait_instance(a, "d", lambda i: i["state"] == "running")["pid"]
+    first_host = a.host_pid(first)
+    go.touch()
     inst = wait_instance(a, "d", lambda i: i["pid"] != first, what="the new main pid")
     assert inst["state"] == "running" and inst["restarts"] == 0
     with open(f"/proc/{a.host_pid(inst['pid'])}/cmdline", "rb") as f:
         assert b"mainpid_alone.py" in f.read()  # the forked child, now the main process
+    # The first process ends: the unit goes on with its new main process.
+    release.touch()
+    wait_for(lambda: not os.path.exists(f"/proc/{first_host}"), 10, what="the first process reaped")
+    after = instance(a, "d")
+    assert (after["state"], after["pid"], after["restarts"]) == ("running", inst["pid"], 0)
 
 
 def test_mainpid_killed_daemon_is_restarted_on_failure(activator, tmp_path):

@@ -89,7 +89,8 @@ def test_systemd_notify_from_a_shell(activator, tmp_path, no_block):
     assert instance(a, "svc")["status"] == "shell-ready"
     rc, millis = map(int, wait_for(lambda: result.read_text().split(), 10, what="systemd-notify's result"))
     assert rc == 0, f"systemd-notify failed (rc {rc}) after {millis} ms:\n{a.output()}"
-    assert millis < 2000, f"systemd-notify was blocked {millis} ms: the barrier was not released"
+    # systemd-notify gives up on the barrier after 5 s: well under that, it was released.
+    assert millis < 4500, f"systemd-notify was blocked {millis} ms: the barrier was not released"
     assert a.status()["units"]["svc"]["instances"][0]["restarts"] == 0
 
 
@@ -102,7 +103,7 @@ def test_systemd_notify_barrier_with_notify_access_main(activator, tmp_path):
     a.wait_state("svc", "running")  # READY=1 carries the shell's pid: the main process
     started = time.monotonic()
     assert wait_for(lambda: result.read_text().strip(), 10, what="systemd-notify's result") == "0"
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 4.5  # systemd-notify gives up on the barrier after 5 s
 
 
 def test_redis_accepts_connections_when_running(activator):

@@ -11,7 +11,7 @@ import json
 import os
 import socket
 
-from harness import environ_of, open_fds, wait_for
+from harness import environ_of, open_fds, settled_fds, wait_for
 from sock_helpers import inet_address, port_of, request, serve, wait_reports
 
 
@@ -168,10 +168,8 @@ def test_a_service_sees_only_0_1_2_and_its_own_sockets(activator, tmp_path):
     [one] = a.host_pids("one")
     [two] = a.host_pids("two")
     [none] = a.host_pids("none")
-    fds_one, fds_two, fds_none = open_fds(one), open_fds(two), open_fds(none)
-    assert sorted(fds_one) == [0, 1, 2, 3, 4]
-    assert sorted(fds_two) == [0, 1, 2, 3]
-    assert sorted(fds_none) == [0, 1, 2]
+    fds_one, fds_two = settled_fds(one, [0, 1, 2, 3, 4]), settled_fds(two, [0, 1, 2, 3])
+    settled_fds(none, [0, 1, 2])
     assert fds_one[3].startswith("socket:") and fds_one[4].startswith("socket:")
     assert fds_two[3].startswith("socket:")
     assert fds_two[3] not in (fds_one[3], fds_one[4])  # not one of the other unit's sockets
@@ -210,8 +208,7 @@ def test_listen_pid_and_blocking_fds_on_every_spawn_path(activator):
         env = environ_of(host)
         assert env["LISTEN_PID"] == str(pid), name
         assert (env["LISTEN_FDS"], env["LISTEN_FDNAMES"]) == ("1", name)
-        fds = open_fds(host)
-        assert sorted(fds) == [0, 1, 2, 3], (name, fds)
+        fds = settled_fds(host, [0, 1, 2, 3])
         assert fds[3].startswith("socket:")
         flags = _fd_flags(host, 3)
         assert not flags & os.O_NONBLOCK, f"{name}: fd 3 is non-blocking"

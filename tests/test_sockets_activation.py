@@ -10,7 +10,7 @@ import pytest
 
 from harness import descendants_of, wait_for
 from sock_helpers import (PY, connect, inet_address, read_all, reports,
-                          request, serve, stays, udp_request, wait_state)
+                          needs_ipv6, request, serve, stays, udp_request, wait_state)
 
 
 # ---------------------------------------------------------------------- on-demand
@@ -260,13 +260,10 @@ def test_accept_max_connections_holds_the_rest_in_the_backlog(activator, tmp_pat
     assert a.status()["units"]["slow"]["state"] == "running"
 
 
+@needs_ipv6
 def test_accept_on_a_dual_stack_port_gives_ipv4_clients_their_ipv4_address(activator, tmp_path):
     """As systemd does: REMOTE_ADDR of an IPv4 client of a dual-stack socket is 127.0.0.1,
     not ::ffff:127.0.0.1; an IPv6 client's is its IPv6 address."""
-    try:
-        socket.socket(socket.AF_INET6).close()
-    except OSError:
-        pytest.skip("no IPv6")
     a = activator({"echo": """
         exec: [sh, -c, 'printf "%s %s\\n" "$REMOTE_ADDR" "$REMOTE_PORT" >&3']
         sockets:

@@ -15,7 +15,7 @@ import pytest
 
 from harness import PYTHON, TOOLS, descendants_of, wait_for
 from sock_helpers import (CLIENT, PY, connect, inet_address, port_of, read_all,
-                          reports, request, serve, udp_request, wait_reports, wait_state)
+                          needs_ipv6, reports, request, serve, udp_request, wait_reports, wait_state)
 
 LAUNCHER = Path(__file__).resolve().parent / "programs" / "sock_launcher.py"
 
@@ -23,18 +23,6 @@ LAUNCHER = Path(__file__).resolve().parent / "programs" / "sock_launcher.py"
 def unix_request(path: str) -> dict:
     with connect(path, socket.AF_UNIX) as sock:
         return json.loads(read_all(sock))
-
-
-def have_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not have_ipv6(), reason="no IPv6 on this machine")
 
 
 # ---------------------------------------------------------------------- unix sockets

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import PYTHON, open_fds, wait_for
+from harness import PYTHON, settled_fds, stays, wait_for
 
 
 def lines(path: Path) -> list[str]:
@@ -21,32 +21,38 @@ def test_restart_backoff_doubles_up_to_restart_max_sec(activator, tmp_path):
     times = tmp_path / "times"
     a = activator({"crash": f"""
         exec: [sh, -c, "date +%s.%N >> {times}; exit 1"]
-        restart_sec: 0.2
-        restart_max_sec: 0.8
+        restart_sec: 0.3
+        restart_max_sec: 1.2
         start_limit_burst: 20
         start_limit_interval_sec: 60
     """})
-    wait_for(lambda: len(lines(times)) >= 6, 15, what="six starts")
+    wait_for(lambda: len(lines(times)) >= 6, 30, what="six starts")
     stamps = [float(t) for t in lines(times)[:6]]
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    for gap, expected in zip(gaps, [0.2, 0.4, 0.8, 0.8, 0.8]):
-        assert expected * 0.9 <= gap <= expected + 0.4, (gaps, expected)
+    # Never shorter than the delay (so it doubles); at most 0.8 s later on a busy machine,
+    # which still tells the cap (1.2 s) from a delay that went on doubling (2.4 s).
+    for gap, expected in zip(gaps, [0.3, 0.6, 1.2, 1.2, 1.2]):
+        assert expected * 0.9 <= gap <= expected + 0.8, (gaps, expected)
     assert a.status()["units"]["crash"]["instances"][0]["restarts"] >= 5
 
 
 def test_backoff_is_back_at_restart_sec_after_a_long_enough_run(activator, tmp_path):
-    times = tmp_path / "times"
+    starts, ends = tmp_path / "starts", tmp_path / "ends"
     a = activator({"crash": f"""
-        exec: [sh, -c, "date +%s.%N >> {times}; sleep 0.6; exit 1"]
-        restart_sec: 0.1
-        restart_max_sec: 0.5
+        exec: [sh, -c, "date +%s.%N >> {starts}; sleep 1; date +%s.%N >> {ends}; exit 1"]
+        restart_sec: 0.2
+        restart_max_sec: 0.8
         start_limit_burst: 20
     """})
-    wait_for(lambda: len(lines(times)) >= 4, 15, what="four starts")
-    stamps = [float(t) for t in lines(times)[:4]]
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    # Each run lasts 0.6 s, longer than restart_max_sec: every delay is restart_sec again.
-    assert all(0.65 <= g <= 1.1 for g in gaps), gaps
+    wait_for(lambda: len(lines(starts)) >= 5, 30, what="five starts")
+    began = [float(t) for t in lines(starts)[:5]]
+    ended = [float(t) for t in lines(ends)[:4]]
+    # The delay is from an end to the next start. Each run lasts 1 s, longer than
+    # restart_max_sec: every delay is restart_sec (0.2 s) again, where a backoff that never
+    # reset would have been 0.4, 0.8, 0.8 s by the fourth.
+    delays = [start - end for end, start in zip(ended, began[1:])]
+    assert all(0.18 <= d for d in delays), delays
+    assert sum(delays) < 0.2 * 4 + 0.8, delays  # a backoff that never reset: 2.2 s
 
 
 def test_start_limit_makes_the_unit_failed(activator, tmp_path):
@@ -134,11 +140,21 @@ def test_a_program_that_is_not_executable_fails_with_126(activator, tmp_path):
 
 # ---------------------------------------------------------------------- types and order
 
+def wait_file(path: Path, seconds: int = 30) -> str:
+    """Shell: wait (bounded) until `path` exists; exit 3 if it never does."""
+    return f"i=0; while [ ! -e {path} ]; do i=$$((i+1)); [ $$i -gt {seconds * 50} ] && exit 3; sleep 0.02; done"
+
+
+def not_started(a, *units: str):
+    """A predicate for `stays`: none of `units` has a process yet."""
+    return lambda: all(i["pid"] is None for u in units for i in a.status()["units"][u]["instances"])
+
+
 def test_a_oneshot_that_requires_waits_and_dependents_start_after_it(activator, tmp_path):
-    log = tmp_path / "log"
+    log, go = tmp_path / "log", tmp_path / "go"
     a = activator({
         "migrate": f"""
-            exec: [sh, -c, "sleep 0.5; echo migrate-done >> {log}"]
+            exec: [sh, -c, "{wait_file(go)}; echo migrate-done >> {log}"]
             type: oneshot
         """,
         "web": f"""
@@ -148,31 +164,43 @@ def test_a_oneshot_that_requires_waits_and_dependents_start_after_it(activator, 
         "side": f"""
             exec: [sh, -c, "echo side-start >> {log}; exec sleep infinity"]
         """})
+    # The migration runs until the test says so: side, independent, starts meanwhile (in
+    # parallel), and web, which requires it, does not.
+    wait_for(lambda: "side-start" in lines(log), 10, what="side started during the migration")
+    a.wait_state("migrate", "starting")
+    stays(not_started(a, "web"), 0.5, "web started before the oneshot it requires finished")
+    go.touch()
     a.wait_state("web", "running")
-    events = wait_for(lambda: "web-start" in lines(log) and lines(log), 5, what="web's first line")
-    assert events.index("migrate-done") < events.index("web-start")
-    assert events.index("side-start") < events.index("migrate-done")  # independent: in parallel
+    events = wait_for(lambda: "web-start" in lines(log) and lines(log), 10, what="web's first line")
+    assert events == ["side-start", "migrate-done", "web-start"]
     assert a.status()["units"]["migrate"]["state"] == "exited"
 
 
 def test_wants_waits_but_survives_a_failure_and_requires_does_not(activator, tmp_path):
+    log, go = tmp_path / "log", tmp_path / "go"
     a = activator({
-        "broken": """
-            exec: [sh, -c, "sleep 0.3; exit 1"]
+        "broken": f"""
+            exec: [sh, -c, "echo broken-start >> {log}; {wait_file(go)}; echo broken-end >> {log}; exit 1"]
             type: oneshot
             restart: no
         """,
-        "wanting": """
-            exec: [sleep, infinity]
+        "wanting": f"""
+            exec: [sh, -c, "echo wanting-start >> {log}; exec sleep infinity"]
             wants: [broken]
         """,
         "requiring": """
             exec: [sleep, infinity]
             requires: [broken]
         """})
+    # While the unit they name runs, neither starts: `wants` waits as `requires` does.
+    wait_for(lambda: "broken-start" in lines(log), 10, what="the wanted unit running")
+    stays(not_started(a, "wanting", "requiring"), 0.5, "a unit started before the one it wants finished")
+    go.touch()
     data = a.wait_state("requiring", "failed")
     assert "broken" in data["units"]["requiring"]["failure"]
     a.wait_state("wanting", "running")
+    wait_for(lambda: "wanting-start" in lines(log), 10, what="wanting's first line")
+    assert lines(log) == ["broken-start", "broken-end", "wanting-start"]
     assert a.status()["units"]["requiring"]["instances"][0]["pid"] is None
 
 
@@ -217,9 +245,29 @@ def test_a_permanent_failure_of_a_required_unit_stops_its_dependents(activator, 
 
 
 def test_simple_units_start_in_parallel_in_layers(activator, tmp_path):
-    a = activator({f"u{i}": "exec: [sleep, infinity]" for i in range(10)})
-    a.wait_status(lambda s: all(u["state"] == "running" for u in s["units"].values()))
-    assert len(a.status()["units"]) == 10
+    """Five oneshots with no dependencies form the first layer: each waits until all five have
+    started, so they finish only if activator started them together (one at a time, the first
+    would wait for the others forever and fail). Five units `after` all of them form the
+    second layer: none starts before every unit of the first has finished."""
+    log, started = tmp_path / "log", tmp_path / "started"
+    started.mkdir()
+    first = [f"first{i}" for i in range(5)]
+    every_first_started = " && ".join(f"[ -e {started / name} ]" for name in first)
+    units = {name: f"""
+        exec: [sh, -c, "touch {started / name}; i=0; until {every_first_started}; do i=$$((i+1)); [ $$i -gt 1500 ] && exit 3; sleep 0.02; done; echo {name}-done >> {log}"]
+        type: oneshot
+        restart: no
+    """ for name in first}
+    units.update({f"second{i}": f"""
+        exec: [sh, -c, "echo second{i}-start >> {log}; exec sleep infinity"]
+        after: [{", ".join(first)}]
+    """ for i in range(5)})
+    a = activator(units)
+    a.wait_status(lambda s: all(u["state"] == ("exited" if n in first else "running") for n, u in s["units"].items()),
+                  30, what="the first layer exited, the second running")
+    events = wait_for(lambda: len(lines(log)) == 10 and lines(log), 10, what="ten lines")
+    assert sorted(events[:5]) == sorted(f"{n}-done" for n in first), events
+    assert sorted(events[5:]) == [f"second{i}-start" for i in range(5)], events
 
 
 # ---------------------------------------------------------------------- what a process gets
@@ -228,8 +276,7 @@ def test_a_service_sees_only_fds_0_1_2(activator):
     a = activator({"plain": "exec: [sleep, infinity]", "other": "exec: [sleep, infinity]\noutput: inherit"})
     a.wait_state("other", "running")
     for unit in ("plain", "other"):
-        fds = open_fds(a.host_pids(unit)[0])
-        assert sorted(fds) == [0, 1, 2], fds
+        fds = settled_fds(a.host_pids(unit)[0], [0, 1, 2])
         assert fds[0] == "/dev/null"
 
 

@@ -44,7 +44,7 @@ import time
 from systemd import daemon
 
 LOG = None
-PING = {"stop": None, "last": None}
+PING = {"stop": None, "last": None, "thread": None}
 EXITING = {signal.SIGABRT, signal.SIGTERM, signal.SIGINT}
 
 
@@ -180,10 +180,11 @@ def run(step):
         PING["stop"] = stop
         daemon.notify("WATCHDOG=1")
         PING["last"] = time.monotonic()
-        threading.Thread(target=pinger, args=(float(arg), stop), daemon=True).start()
+        PING["thread"] = threading.Thread(target=pinger, args=(float(arg), stop), daemon=True)
+        PING["thread"].start()
     elif verb == "unping":
         PING["stop"].set()
-        time.sleep(0.05)  # let a ping under way finish, so that "last" is the last one
+        PING["thread"].join()  # a ping under way is finished: "last" is the last one
         event("unpinged", last=PING["last"])
     elif verb == "control":
         fd = os.open(arg, os.O_RDWR)  # read-write: never EOF while no writer is connected
