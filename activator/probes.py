@@ -135,11 +135,12 @@ class ProbeOutput(OutputPipe):
 class Children:
     """The probe commands running now, by pid: what the reaper hands back."""
 
-    def __init__(self, loop, log, base_env: dict, environ: dict):
+    def __init__(self, loop, log, base_env: dict, environ: dict, history=None):
         self.loop = loop
         self.log = log
         self.base_env = base_env
         self.environ = environ
+        self.history = history  # the units' log buffers (history.py): probe output is kept too
         self.running: dict[int, "ExecCheck"] = {}
 
     def exited(self, pid: int, status: int) -> bool:
@@ -174,6 +175,10 @@ class Children:
         os.set_blocking(r, False)
         pipe = ProbeOutput(r, "stdout", self.log, unit.name, number, f"{label} probe")
         pipe.pid = pid
+        if self.history is not None and unit.log_buffer_lines > 0 and unit.output == "prefix":
+            self.history.configure(unit.name, unit.log_buffer_lines)
+            pipe.record = lambda _, instance, block, name=unit.name: self.history.record(
+                name, "probe", instance, block)  # shown by `activator logs` as stream "probe"
         return pid, pipe
 
 

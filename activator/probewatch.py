@@ -34,12 +34,12 @@ def gone(proc) -> bool:
 
 
 class Probes:
-    def __init__(self, loop, log, base_env: dict, environ: dict, on_change):
+    def __init__(self, loop, log, base_env: dict, environ: dict, on_change, history=None):
         self.loop = loop
         self.log = log
         self.environ = environ
         self.on_change = on_change
-        self.children = Children(loop, log, base_env, environ)
+        self.children = Children(loop, log, base_env, environ, history)
 
     def child_exited(self, pid: int, status: int) -> bool:
         return self.children.exited(pid, status)

@@ -90,7 +90,8 @@ class Supervisor:
         self.control = ProcessControl(loop, log, self.reap, counters)
         self.sockets_watch = SocketWatch(loop, sockets, log)
         self.connection_log = ConnectionLog(log)
-        self.probes = Probes(loop, log, launcher.base_env, launcher.environ, on_change)
+        self.probes = Probes(loop, log, launcher.base_env, launcher.environ, on_change,
+                             launcher.output.history)
         self.services: dict[str, Service] = {}
         self.listener = Listener()
         self.shutting_down = False

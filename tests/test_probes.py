@@ -124,6 +124,8 @@ def test_exec_probe_runs_with_prefixed_output(activator, tmp_path):
     """})
     a.wait_log(f"web probe | checking {flag}")
     assert a.status()["units"]["web"]["state"] == "starting"
+    logs = a.run_inside([PY, "-m", "activator", "logs", "web"])  # kept in the unit's log buffer
+    assert f"probe: checking {flag}" in logs.stdout, logs
     flag.touch()
     a.wait_state("web", "running")
     assert a.zombies() == []
