@@ -13,9 +13,20 @@ import os
 from activator import reaper, readiness
 from activator.notify import Message
 from activator.readiness import Effect
-from activator.service import Process
+from activator.service import FDSTORE_MAX, Process
 from activator.states import ACTIVE, S
 from activator.supervisor import Supervisor
+
+
+def _store_total() -> int:
+    """A quarter of activator's descriptor limit, at most 1,024: the rest is PID 1's own."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1024 if soft == resource.RLIM_INFINITY else max(min(soft // 4, 1024), FDSTORE_MAX)
+
+
+FDSTORE_TOTAL = _store_total()
 
 
 class NotifyApplier:
@@ -119,10 +130,15 @@ class NotifyApplier:
                 sup.on_exit(proc, 0)
 
     def store_fds(self, proc: Process, name: str, message: Message) -> None:
-        kept, full = self.supervisor.service_of(proc).fdstore.add(name, list(message.fds))
+        """FDSTORE=1, within FDSTORE_MAX per unit and FDSTORE_TOTAL in all, well under
+        activator's own descriptor limit: no unit can take the descriptors PID 1 needs."""
+        stored = sum(len(s.fdstore.entries) for s in self.supervisor.services.values())
+        room = max(FDSTORE_TOTAL - stored, 0)
+        kept, full = self.supervisor.service_of(proc).fdstore.add(name, list(message.fds), room)
         for fd in kept:
             message.fds.remove(fd)  # kept: not closed with the message
         if full:
-            self.log.warning("FDSTORE: the store is full; closing the new descriptors", **proc.where)
+            self.log.warning(f"FDSTORE: the store is full ({FDSTORE_MAX} per unit, {FDSTORE_TOTAL} in "
+                             "all); closing the new descriptors", **proc.where)
         if kept:
             self.log.debug(f"stored {len(kept)} descriptor(s) as '{name}'", **proc.where)

@@ -168,8 +168,9 @@ class FdStore:
     def __init__(self):
         self.entries: list[tuple[str, int, tuple]] = []  # (name, fd, (st_dev, st_ino))
 
-    def add(self, name: str, fds: list[int]) -> tuple[list[int], bool]:
-        """Keep what is new of `fds` under `name`: (the fds kept, whether the store is full)."""
+    def add(self, name: str, fds: list[int], room: int = FDSTORE_MAX) -> tuple[list[int], bool]:
+        """Keep what is new of `fds` under `name`, at most FDSTORE_MAX in this store and `room`
+        more in all: (the fds kept, whether the store is full)."""
         kept = []
         for fd in fds:
             try:
@@ -179,7 +180,7 @@ class FdStore:
             key = (st.st_dev, st.st_ino)
             if any(k == key for _, _, k in self.entries):
                 continue  # the same open file once is enough
-            if len(self.entries) >= FDSTORE_MAX:
+            if len(self.entries) >= FDSTORE_MAX or len(kept) >= room:
                 return kept, True
             self.entries.append((name, fd, key))
             kept.append(fd)

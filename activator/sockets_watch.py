@@ -16,6 +16,7 @@ from activator.sockets import SocketTable
 from activator.states import P, S
 
 ACCEPT_BATCH = 16
+ACCEPT_RETRY_SECONDS = 0.5
 
 
 class SocketWatch:
@@ -24,6 +25,7 @@ class SocketWatch:
         self.sockets = sockets
         self.log = log
         self.acceptors: dict[str, object] = {}  # accept socket name -> its reader callback
+        self.short: dict[str, str] = {}  # unit -> the shortage that stopped its accepting
 
     def on_traffic(self, unit: Unit, callback) -> None:
         """`callback()` once any of the unit's sockets is readable (the service accepts)."""
@@ -39,11 +41,14 @@ class SocketWatch:
         def readable():
             if before is not None:
                 before()
-            for connection, address in self.accept_batch(bound, room(), unit.name):
+            taken, short = self.accept_batch(bound, room(), unit.name)
+            for connection, address in taken:
                 with connection:  # the service has its own copy once started
                     spawn(connection, address)
             if room() <= 0:
                 self.loop.remove_reader(bound.fd)  # full: the rest wait in the backlog
+            elif short:
+                self.pause(spec.name, bound, unit.name, short)
 
         self.acceptors[spec.name] = readable
         self.loop.add_reader(bound.fd, readable)
@@ -62,8 +67,9 @@ class SocketWatch:
                 self.loop.remove_reader(bound.fd)
             self.acceptors.pop(spec.name, None)
 
-    def accept_batch(self, bound, room: int, unit: str) -> list:
-        """Up to `room` (at most ACCEPT_BATCH) new connections."""
+    def accept_batch(self, bound, room: int, unit: str) -> tuple[list, str | None]:
+        """Up to `room` (at most ACCEPT_BATCH) new connections, and what ran short, if a lack
+        of descriptors or memory stopped the batch (the connection stays in the backlog)."""
         taken = []
         while len(taken) < min(room, ACCEPT_BATCH):
             try:
@@ -72,10 +78,28 @@ class SocketWatch:
                 break
             except OSError as e:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self.log.warning(f"cannot accept: {e.strerror}", unit=unit)
-                    break
+                    return taken, e.strerror
                 continue  # ECONNABORTED and the like: that connection is gone
-        return taken
+        if taken and unit in self.short:
+            if self.short.pop(unit, None):
+                self.log.info("accepting connections again", unit=unit)
+        return taken, None
+
+    def pause(self, name: str, bound, unit: str, why: str) -> None:
+        """Out of descriptors (EMFILE, ENFILE) or memory: the socket stays readable, so watching
+        it would spin. Stop watching it for a while; the connections wait in the backlog. Said
+        once per shortage, and once when accepting works again."""
+        self.loop.remove_reader(bound.fd)
+        if unit not in self.short:
+            self.short[unit] = why
+            self.log.warning(f"cannot accept connections: {why}; retrying every "
+                             f"{ACCEPT_RETRY_SECONDS:g}s, connections wait in the backlog", unit=unit)
+        self.loop.call_later(ACCEPT_RETRY_SECONDS, lambda: self.retry(name, bound))
+
+    def retry(self, name: str, bound) -> None:
+        readable = self.acceptors.get(name)
+        if readable is not None and self.sockets.get(name) is bound and bound.fd not in self.loop.readers:
+            self.loop.add_reader(bound.fd, readable)
 
     # ------------------------------------------------------------------ failed units
 
