@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 
+from activator import reaper
 from activator.log import Log
 from activator.service import Process
 from activator.states import Result, S, StopReason
@@ -80,6 +81,26 @@ class ProcessControl:
         self.reap()
         if not proc.exited or proc.draining:
             proc.timers["kill"] = self.loop.call_later(KILL_RECHECK_SECONDS, lambda: self.recheck(proc))
+
+    def stop_strays(self, unit, known) -> None:
+        """Once a unit stopped for good has no process left, its daemons that left its process
+        group (reaper.strays): its kill_signal now, SIGKILL after timeout_stop_sec if they
+        are still there (they are our children: reaped as orphans)."""
+        pids = reaper.strays(unit.name, known)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, unit.kill_signal)
+                os.kill(pid, signal.SIGCONT)
+        self.log.info(f"stopping {len(pids)} process(es) that left its process group: "
+                      f"{', '.join(map(str, pids))}", unit=unit.name)
+
+        def kill_left():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        self.loop.call_later(unit.timeout_stop_sec, kill_left)
 
     # ------------------------------------------------------------------ start timeout
 

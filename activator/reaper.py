@@ -148,6 +148,28 @@ def descendants() -> list[int]:
     return result
 
 
+def strays(unit: str, known) -> list[int]:
+    """Our children that are no process we know but came from `unit`: daemons that left its
+    process group and session (double fork, setsid) and were reparented to us. They are known
+    by the ACTIVATOR_UNIT their environment inherited; read only when the unit stops."""
+    me, mark = os.getpid(), f"\0ACTIVATOR_UNIT={unit}\0".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in known:
+            continue
+        fields = stat(int(entry))
+        if fields is None or fields[0] != me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = b"\0" + f.read()
+        except OSError:
+            continue
+        if mark in environ:
+            found.append(int(entry))
+    return found
+
+
 def kill_everything(is_pid1: bool, wakeup_fd: int) -> bool:
     """SIGKILL every process left (daemonized orphans included), then reap them all; False if
     some could not be reaped in time. `wakeup_fd` is the signal wakeup pipe: SIGCHLD wakes us

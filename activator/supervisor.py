@@ -98,8 +98,7 @@ class Supervisor:
         self.exit_request: tuple[int, str] | None = None
 
     def add_service(self, unit: Unit) -> Service:
-        service = Service(unit, self.on_change)
-        self.services[unit.name] = service
+        service = self.services[unit.name] = Service(unit, self.on_change)
         return service
 
     def adopt(self, model: Model) -> None:
@@ -187,6 +186,8 @@ class Supervisor:
             self.start_slot(slot, restart=True)  # a replacement, as a rolling one counts
         elif end is End.STOPPED:
             self.log.info(f"stopped ({status})", **proc.where)
+            if not service.has_processes():  # and what left its process group (SPEC §11)
+                self.control.stop_strays(service.unit, self.table.pids)
             if service.phase is P.STOPPED:  # by command: it stays so until started again
                 slot.enter(S.STOPPED)
             else:

@@ -230,3 +230,38 @@ def test_a_read_only_runtime_directory_at_boot_is_a_clear_error(tmp_path):
         assert result.returncode == 2
         assert result.stderr == (f"activator: error: runtime directory {fs.path}: Read-only file system: "
                                  "nothing started\n")
+
+
+DAEMON = """
+import os, signal, sys, time
+if os.fork():                     # the unit's main process stays
+    signal.pause()
+os.setsid()                       # leave the unit's process group and session
+if os.fork():
+    os._exit(0)                   # the daemon is reparented to activator
+def stopped(*_):
+    open(sys.argv[1], "w").write(signal.Signals(_[0]).name)
+    os._exit(0)
+signal.signal(signal.SIGTERM, stopped)
+open(sys.argv[2], "w").write(str(os.getpid()))
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_daemon_that_left_its_unit_gets_the_units_stop_signal(activator, tmp_path):
+    """Defect: a double-forking daemon outlived its unit's removal by a reload, and at
+    shutdown never received SIGTERM, only the final SIGKILL."""
+    from harness import PYTHON, wait_for
+    script = tmp_path / "daemon.py"
+    script.write_text(DAEMON)
+    stopped, pidfile = tmp_path / "stopped", tmp_path / "pid"
+    a = activator({"d": f"exec: [{PYTHON}, {script}, {stopped}, {pidfile}]",
+                   "other": "exec: [sleep, infinity]"})
+    wait_for(pidfile.exists, 10, what="the daemon")
+    (a.units_dir / "d.yaml").unlink()
+    a.signal(signal.SIGHUP)  # removed by a reload
+    wait_for(stopped.exists, 15, what="the daemon told to stop")
+    assert stopped.read_text() == "SIGTERM"
+    assert a.output().count("left its process group") == 1
+    assert a.stop() == 0
