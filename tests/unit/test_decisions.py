@@ -97,3 +97,15 @@ def test_promote_makes_the_replacement_current_and_returns_the_old_one():
     assert slot.promote() is old
     assert slot.proc is new and slot.candidate is None and slot.retiring == [old]
     assert slot.restarts == 1 and slot.timer is None
+
+
+def test_start_times_are_kept_only_while_a_limit_can_use_them():
+    """Defect: with start_limit_interval_sec 0 every start time was kept: memory grew with
+    each restart of a crash loop."""
+    svc = service(start_limit_interval_sec=0.0, start_limit_burst=5)
+    slot = svc.slots[0]
+    assert all(slot.within_start_limit(float(now)) for now in range(10_000))
+    assert len(slot.starts) == 0
+    limited = service(start_limit_interval_sec=10.0, start_limit_burst=3).slots[0]
+    assert [limited.within_start_limit(t) for t in (0.0, 1.0, 2.0, 3.0)] == [True, True, True, False]
+    assert limited.within_start_limit(10.5) and len(limited.starts) == 3  # the oldest forgotten
