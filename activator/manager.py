@@ -33,12 +33,11 @@ import contextlib
 import os
 import signal
 import time
-import traceback
 
 from activator import dependencies, log as logmod, reaper, resources, status
 from activator.history import History
 from activator.launcher import Launcher
-from activator.log import Log
+from activator.log import Log, traceback_text
 from activator.loop import Loop
 from activator.model import Model
 from activator.notified import NotifyApplier
@@ -173,7 +172,7 @@ class Manager:
                 failures = 0
             except Exception:
                 failures += 1
-                self.log.error("internal error in the event loop:\n" + traceback.format_exc().rstrip())
+                self.log.error("internal error in the event loop:\n" + traceback_text())
                 if failures >= 20:
                     return self.fatal()
         return self.exit_code if self.exit_code is not None else 0

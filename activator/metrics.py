@@ -7,9 +7,9 @@ a health check, no `accept` socket) is left out whole.
 
 from __future__ import annotations
 
-from datetime import datetime
 
 from activator import __version__
+from activator.log import epoch_of
 from activator.service import State
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -53,7 +53,7 @@ class Exposition:
 def _timestamp(rfc3339: str | None) -> float | None:
     if not rfc3339:
         return None
-    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+    return epoch_of(rfc3339)
 
 
 def _instances(data: dict):

@@ -24,14 +24,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import traceback
 
 from activator import dependencies, reaper
 from activator.dependencies import Start
 from activator.connections import ConnectionLog
 from activator.counters import Counters
 from activator.launcher import Launcher
-from activator.log import Log
+from activator.log import Log, traceback_text
 from activator.model import Model, Unit
 from activator.probewatch import Probes
 from activator.process_control import ProcessControl
@@ -61,7 +60,7 @@ def guarded(log: Log, control: ProcessControl, service: Service | None):
     try:
         yield
     except Exception:
-        log.error("internal error:\n" + traceback.format_exc().rstrip(),
+        log.error("internal error:\n" + traceback_text(),
                   unit=service.name if service else None)
         if service is not None and not service.failure:
             service.fail("internal error in activator (see the log)")

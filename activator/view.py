@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from activator import status, usage
+from activator.log import epoch_of
 
 CPU_WINDOW = 60.0  # seconds: an older previous reading gives a percentage since the start
 
@@ -57,9 +58,7 @@ class View:
             return round(max(cpu - previous[1], 0.0) / (now - previous[0]) * 100, 1)
         if not started:
             return None
-        from datetime import datetime
-
-        began = datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
+        began = epoch_of(started)
         return round(cpu / max(time.time() - began, 0.05) * 100, 1)
 
     # ------------------------------------------------------------------ readiness
