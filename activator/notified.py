@@ -124,7 +124,7 @@ class NotifyApplier:
         gives its real status; only when another process reaps it is the status unknown."""
         sup = self.supervisor
         sup.reap()
-        sup.close_pidfd(proc)
+        sup.control.close_pidfd(proc)
         if not proc.exited:
             with sup.guard(sup.service_of(proc)):
                 sup.on_exit(proc, 0)

@@ -12,7 +12,6 @@ HOST is an IPv4 address, an IPv6 address in brackets, or `localhost` (127.0.0.1)
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 
 from activator.record import Record
@@ -75,6 +74,8 @@ def parse_url(text: str) -> tuple[int, str, int, str, str]:
 def _host(host: str, text: str) -> tuple[int, str]:
     if host == "localhost":
         return socket.AF_INET, "127.0.0.1"
+    import ipaddress  # only the loader reads addresses: the init never needs it (0.3 MiB)
+
     bracketed = host.startswith("[") and host.endswith("]")
     try:
         address = ipaddress.ip_address(host[1:-1] if bracketed else host)

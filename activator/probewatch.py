@@ -41,6 +41,11 @@ class Probes:
         self.on_change = on_change
         self.children = Children(loop, log, base_env, environ, history)
 
+    @classmethod
+    def of(cls, loop, log, launcher, on_change) -> "Probes":
+        """Probes that start commands as the launcher does, their output kept with the units'."""
+        return cls(loop, log, launcher.base_env, launcher.environ, on_change, launcher.output.history)
+
     def child_exited(self, pid: int, status: int) -> bool:
         return self.children.exited(pid, status)
 

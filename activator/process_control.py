@@ -32,6 +32,13 @@ class ProcessControl:
         self.counters = counters
         self.reap = reap  # the one reaper, run again when a SIGKILLed group is rechecked
 
+    def close_pidfd(self, proc: Process) -> None:
+        """The pidfd of a MAINPID that is not our child (notified.py), once it is done with."""
+        if proc.pidfd >= 0:
+            self.loop.remove_reader(proc.pidfd)
+            os.close(proc.pidfd)
+            proc.pidfd = -1
+
     def signal_group(self, proc: Process, signum: int) -> None:
         try:
             os.killpg(proc.pgid, signum)

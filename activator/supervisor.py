@@ -22,7 +22,6 @@ through the one `Listener` interface.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 
 from activator import dependencies, reaper
@@ -32,7 +31,6 @@ from activator.counters import Counters
 from activator.launcher import Launcher
 from activator.log import Log, traceback_text
 from activator.model import Model, Unit
-from activator.probewatch import Probes
 from activator.process_control import ProcessControl
 from activator.service import (End, Outcome, Process, Service, Slot, after_exit, how_it_ended)
 from activator.sockets import BindError, SocketTable
@@ -89,8 +87,7 @@ class Supervisor:
         self.control = ProcessControl(loop, log, self.reap, counters)
         self.sockets_watch = SocketWatch(loop, sockets, log)
         self.connection_log = ConnectionLog(log)
-        self.probes = Probes(loop, log, launcher.base_env, launcher.environ, on_change,
-                             launcher.output.history)
+        self.probing = None  # probewatch.Probes, made for the first unit with `ready` or `health`
         self.services: dict[str, Service] = {}
         self.listener = Listener()
         self.shutting_down = False
@@ -108,6 +105,13 @@ class Supervisor:
     def guard(self, service: Service | None):
         return guarded(self.log, self.control, service)
 
+    def probes(self):
+        """The probes (SPEC §10), imported only when a unit has one: PID 1 is smaller without."""
+        if self.probing is None:
+            from activator.probewatch import Probes
+            self.probing = Probes.of(self.loop, self.log, self.launcher, self.on_change)
+        return self.probing
+
     def service_of(self, proc: Process) -> Service | None:
         return self.services.get(proc.unit.name)
 
@@ -116,7 +120,7 @@ class Supervisor:
     def reap(self) -> None:
         ended, orphans = self.table.reap()
         for pid, status in orphans:
-            if self.probes.child_exited(pid, status):
+            if self.probing is not None and self.probing.child_exited(pid, status):
                 continue  # a probe's command (probes.py), not an orphan
             self.log.debug(f"reaped orphan {pid} ({status})")
         for proc, status in ended:
@@ -126,18 +130,12 @@ class Supervisor:
             with self.guard(self.service_of(proc)):
                 self.finish(proc)
 
-    def close_pidfd(self, proc: Process) -> None:
-        if proc.pidfd >= 0:
-            self.loop.remove_reader(proc.pidfd)
-            os.close(proc.pidfd)
-            proc.pidfd = -1
-
     def on_exit(self, proc: Process, status: int) -> None:
         """Exit-driven: the main process of `proc` has ended with `status`."""
         proc.exited = True
         proc.status = status
         self.table.forget(proc)
-        self.close_pidfd(proc)
+        self.control.close_pidfd(proc)
         proc.cancel_timers("start", "watchdog", "ready", "health")
         for pipe in proc.pipes:
             pipe.drain()
@@ -316,7 +314,7 @@ class Supervisor:
             slot.adopt(proc)
         slot.service.changed()
         if unit.type in ("simple", "exec") and unit.ready is not None:
-            self.probes.watch_ready(proc, self.sockets, self.became_ready)
+            self.probes().watch_ready(proc, self.sockets, self.became_ready)
         elif unit.type in ("simple", "exec"):
             self.became_ready(proc)
         return proc
@@ -374,7 +372,7 @@ class Supervisor:
         if slot is None:
             return
         if proc.unit.health is not None:
-            self.probes.watch_health(proc, self.control.unhealthy)
+            self.probes().watch_health(proc, self.control.unhealthy)
         if proc is slot.candidate:
             self.listener.candidate_ready(slot, proc)
         elif proc.current and slot.state in (S.STARTING, S.RELOADING, S.RESTARTING):
