@@ -72,39 +72,54 @@ class Probes:
         proc.timers["health"] = HealthWatch(self, proc, on_unhealthy)
 
 
-class ReadyWatch:
-    def __init__(self, probes: Probes, proc, probe, on_ready):
-        self.probes, self.proc, self.probe, self.on_ready = probes, proc, probe, on_ready
+class RepeatedCheck:
+    """One probe tried again every `interval` (counted from the start of one attempt to the
+    next) until `cancel`; a subclass reads each attempt's `result`."""
+
+    def __init__(self, probes: Probes, proc, probe, first_delay: float):
+        self.probes, self.proc, self.probe = probes, proc, probe
         self.attempt = None
         self.began = probes.loop.now()
-        self.timer = probes.loop.call_later(0, self.run)
-        self.last_output = ""
+        self.timer = probes.loop.call_later(first_delay, self.run)
 
     def run(self) -> None:
         self.timer = None
         if gone(self.proc):
             return
         self.began = self.probes.loop.now()
-        self.attempt = self.probes.check(self.proc, self.probe, self.result)
+        self.attempt = self.probes.check(self.proc, self.probe, self.attempted)
 
-    def result(self, ok: bool, output: str) -> None:
+    def attempted(self, ok: bool, output: str) -> None:
         self.attempt = None
-        if gone(self.proc):
-            return
-        if ok:
-            self.on_ready(self.proc)
-            return
-        if output != self.last_output:
-            self.probes.log.debug(f"not ready yet ({self.probe.describe()}): {output}", **self.proc.where)
-            self.last_output = output
-        wait = self.began + self.probe.interval - self.probes.loop.now()
-        self.timer = self.probes.loop.call_later(wait, self.run)
+        if not gone(self.proc) and self.result(ok, output):
+            wait = self.began + self.probe.interval - self.probes.loop.now()
+            self.timer = self.probes.loop.call_later(wait, self.run)
+
+    def result(self, ok: bool, output: str) -> bool:
+        """What an attempt says; whether to try again."""
+        raise NotImplementedError
 
     def cancel(self) -> None:
         for part in (self.timer, self.attempt):
             if part is not None:
                 part.cancel()
         self.timer = self.attempt = None
+
+
+class ReadyWatch(RepeatedCheck):
+    def __init__(self, probes: Probes, proc, probe, on_ready):
+        super().__init__(probes, proc, probe, 0)
+        self.on_ready = on_ready
+        self.last_output = ""
+
+    def result(self, ok: bool, output: str) -> bool:
+        if ok:
+            self.on_ready(self.proc)
+            return False
+        if output != self.last_output:
+            self.probes.log.debug(f"not ready yet ({self.probe.describe()}): {output}", **self.proc.where)
+            self.last_output = output
+        return True
 
 
 class ListeningWatch:
@@ -158,30 +173,17 @@ class FdWatch:
             self.fd = -1
 
 
-class HealthWatch:
+class HealthWatch(RepeatedCheck):
     """"starting" until the first attempt passes, then "healthy" or "unhealthy"."""
 
     def __init__(self, probes: Probes, proc, on_unhealthy):
-        self.probes, self.proc, self.on_unhealthy = probes, proc, on_unhealthy
-        self.probe = proc.unit.health
+        super().__init__(probes, proc, proc.unit.health, proc.unit.health.start_period)
+        self.on_unhealthy = on_unhealthy
         self.state = "starting"
         self.output = ""
         self.failures = 0
-        self.attempt = None
-        self.began = probes.loop.now()
-        self.timer = probes.loop.call_later(self.probe.start_period, self.run)
 
-    def run(self) -> None:
-        self.timer = None
-        if gone(self.proc):
-            return
-        self.began = self.probes.loop.now()
-        self.attempt = self.probes.check(self.proc, self.probe, self.result)
-
-    def result(self, ok: bool, output: str) -> None:
-        self.attempt = None
-        if gone(self.proc):
-            return
+    def result(self, ok: bool, output: str) -> bool:
         before = (self.state, self.output)
         self.output = output
         self.failures = 0 if ok else self.failures + 1
@@ -193,15 +195,8 @@ class HealthWatch:
             self.probes.on_change()
         if self.state == "unhealthy":
             self.on_unhealthy(self.proc, output)
-            return
+            return False
         if not ok:
             self.probes.log.warning(f"health check failed ({self.failures} of {self.probe.retries}): "
                                     f"{output}", **self.proc.where)
-        wait = self.began + self.probe.interval - self.probes.loop.now()
-        self.timer = self.probes.loop.call_later(wait, self.run)
-
-    def cancel(self) -> None:
-        for part in (self.timer, self.attempt):
-            if part is not None:
-                part.cancel()
-        self.timer = self.attempt = None
+        return True
