@@ -67,6 +67,11 @@ def halt(sup: Supervisor, service: Service) -> None:
     service.changed()
 
 
+def stopped(service: Service) -> bool:
+    """Stopped (by command, or for good) and no process of it left."""
+    return service.phase in (P.STOPPED, P.STOPPING) and not service.has_processes()
+
+
 def resume(sup: Supervisor, service: Service) -> None:
     """`activator start`: the unit starts again as at boot, its start limit reset."""
     if service.phase is P.ACTIVE:  # some instances at rest, the others running
@@ -157,10 +162,9 @@ class Stop(Operation):
         for service in self.todo.values():
             if service.phase in (P.STOPPED, P.STOPPING):
                 continue
-            needing = [r for r in dependencies.requirers(service.name, self.todo)]
-            if all(r.phase is P.STOPPED and not r.has_processes() for r in needing):
+            if all(stopped(r) for r in dependencies.requirers(service.name, self.todo)):
                 halt(sup, service)
-        if all(s.phase in (P.STOPPED, P.STOPPING) and not s.has_processes() for s in self.todo.values()):
+        if all(stopped(s) for s in self.todo.values()):
             also = sorted(set(self.todo) - set(self.names))
             self.finish(stopped=self.names, also_stopped=also)
 

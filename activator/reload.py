@@ -142,11 +142,12 @@ class Reloader(Listener):
                 self.refuse([str(e)], "a socket cannot be bound")
                 return
         self.supervisor.adopt(model)
-        self.apply_sockets(plan, fresh)
+        retired = self.apply_sockets(plan, fresh)
         self.replacer.rebinding = dict(plan.rebinding)
         self.apply_units(model, plan_units(self.supervisor.services, model, plan.rebinding))
+        self.close_unused_sockets(model, retired)
 
-    def apply_sockets(self, plan, fresh: dict) -> None:
+    def apply_sockets(self, plan, fresh: dict) -> list:
         """Renamed ones moved, new ones in, changed options adjusted."""
         sockets, loop = self.supervisor.sockets, self.loop
         moved = {name: sockets.pop(old_name) for name, old_name in plan.renamed.items()}
@@ -160,12 +161,12 @@ class Reloader(Listener):
                 self.log.info(f"socket {spec.name}: options adjusted in place")
         for spec in plan.kept:
             sockets.get(spec.name).spec = spec
-        self.retired = []
+        retired = []  # a new address for a name: the old socket closes once nothing holds it
         for name, sock in fresh.items():
-            old = sockets.get(name)
-            if old is not None and name not in moved:
-                self.retired.append(old)
+            if sockets.get(name) is not None:
+                retired.append(sockets.get(name))
             sockets.put(name, sock)
+        return retired
 
     def apply_units(self, model: model_.Model, plan) -> None:
         sup = self.supervisor
@@ -191,11 +192,10 @@ class Reloader(Listener):
                 self.send_reload_signal(service)
         for name in plan.revived:
             self.revive(sup.services[name])
-        self.close_unused_sockets(model)
 
-    def close_unused_sockets(self, model: model_.Model) -> None:
+    def close_unused_sockets(self, model: model_.Model, retired: list) -> None:
         sup, sockets = self.supervisor, self.supervisor.sockets
-        for sock in self.retired:
+        for sock in retired:
             if not sockets.holds(sock):
                 self.loop.remove_reader(sock.fd)
                 sock.close()
