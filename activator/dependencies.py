@@ -56,14 +56,11 @@ def requirers(name: str, services: dict) -> list:
 def ready_to_stop(services: dict) -> list:
     """Shutdown: the services not stopping yet whose dependents (whatever needs them, wants
     them or comes after them) are all stopped and gone."""
-    result = []
-    for service in services.values():
-        if service.phase is P.STOPPING:
-            continue
-        dependents = [d for d in services.values() if d is not service and service.name in ordering(d.unit)]
-        if all(d.down for d in dependents):
-            result.append(service)
-    return result
+    held: set[str] = set()  # names some running dependent still orders itself after
+    for dependent in services.values():
+        if not dependent.down:
+            held.update(name for name in ordering(dependent.unit) if name != dependent.name)
+    return [s for s in services.values() if s.phase is not P.STOPPING and s.name not in held]
 
 
 def all_down(services: dict) -> bool:

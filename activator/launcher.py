@@ -32,8 +32,8 @@ class Launcher:
 
     def start(self, unit: Unit, slot: Slot | None, number: int, label: str, socket_fds: list[int],
               stored: list[tuple[str, int]], connection: dict | None = None) -> Process:
-        launch = activation.prepare(unit, number, socket_fds, stored, self.base_env, self.environ,
-                                    self.notify_path, connection)
+        prepared = self.prepared(unit)
+        launch = prepared.launch(number, socket_fds, stored, connection)
         launch.stdin = None if unit.literal_exec else self.devnull
         resources.prepare(launch, unit, self.baseline)
         pipes: list[tuple[int, int, str]] = []
@@ -48,10 +48,12 @@ class Launcher:
                     pipes.append((r, w, stream))
                     setattr(launch, stream, w)
             pid = spawn.spawn(launch, self.pid_guess)
+        except spawn.SpawnError:
+            prepared.forget_program()
+            close_pipes(pipes, ready_pipe)
+            raise
         except BaseException:
-            for r, w, _ in pipes + ([(*ready_pipe, "")] if ready_pipe else []):
-                os.close(r)
-                os.close(w)
+            close_pipes(pipes, ready_pipe)
             raise
         proc = Process(pid, unit, slot, number, label)
         if ready_pipe:
@@ -65,6 +67,15 @@ class Launcher:
             proc.pipes.append(pipe)
             self.output.watch(pipe, lambda p=pipe: self.relay(p, proc), unit.log_buffer_lines)
         return proc
+
+    def prepared(self, unit: Unit) -> activation.UnitLaunch:
+        """The unit's constant part of every launch, worked out at its first start. Kept with
+        the unit object itself, so that it goes when a reload replaces the unit."""
+        prepared = unit.__dict__.get("_launch")
+        if prepared is None:
+            prepared = activation.UnitLaunch(unit, self.base_env, self.environ, self.notify_path)
+            unit.__dict__["_launch"] = prepared
+        return prepared
 
     @staticmethod
     def ready_pipe(unit: Unit, launch) -> tuple[int, int] | None:
@@ -82,3 +93,9 @@ class Launcher:
             self.output.forget(pipe)
             pipe.close()
             proc.pipes.remove(pipe)
+
+
+def close_pipes(pipes: list[tuple[int, int, str]], ready_pipe: tuple[int, int] | None) -> None:
+    for r, w, _ in pipes + ([(*ready_pipe, "")] if ready_pipe else []):
+        os.close(r)
+        os.close(w)

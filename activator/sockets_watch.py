@@ -9,6 +9,7 @@ as it registers any reader with the loop.
 from __future__ import annotations
 
 import errno
+import os
 
 from activator.log import Log
 from activator.model import Unit
@@ -34,7 +35,7 @@ class SocketWatch:
 
     def on_connections(self, unit: Unit, room, spawn, before=None) -> None:
         """Accept connections on the unit's accept socket while `room()` > 0, and hand each
-        to `spawn(connection_socket, address)`; `before()` runs first at each wake-up."""
+        to `spawn(connection_fd, address)`; `before()` runs first at each wake-up."""
         spec = unit.sockets[0]
         bound = self.sockets.get(spec.name)
 
@@ -42,9 +43,11 @@ class SocketWatch:
             if before is not None:
                 before()
             taken, short = self.accept_batch(bound, room(), unit.name)
-            for connection, address in taken:
-                with connection:  # the service has its own copy once started
-                    spawn(connection, address)
+            for fd, address in taken:
+                try:
+                    spawn(fd, address)
+                finally:
+                    os.close(fd)  # the service has its own copy once started
             if room() <= 0:
                 self.loop.remove_reader(bound.fd)  # full: the rest wait in the backlog
             elif short:
@@ -68,12 +71,18 @@ class SocketWatch:
             self.acceptors.pop(spec.name, None)
 
     def accept_batch(self, bound, room: int, unit: str) -> tuple[list, str | None]:
-        """Up to `room` (at most ACCEPT_BATCH) new connections, and what ran short, if a lack
-        of descriptors or memory stopped the batch (the connection stays in the backlog)."""
+        """Up to `room` (at most ACCEPT_BATCH) new connections as (fd, address), and what ran
+        short, if a lack of descriptors or memory stopped the batch (the connection stays in
+        the backlog).
+
+        `_accept` is the socket module's own step under `accept()`: the descriptor (blocking,
+        close-on-exec) without a socket object around it, which a connection handed straight
+        to its process never needs."""
         taken = []
+        accept = bound.obj._accept
         while len(taken) < min(room, ACCEPT_BATCH):
             try:
-                taken.append(bound.obj.accept())
+                taken.append(accept())
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:

@@ -123,9 +123,11 @@ class Launch:
         descriptor placement that needs numbers above the service's soft limit."""
         if self.credentials is not None or self.rlimits or self.oom_score_adj is not None:
             return True
+        if self.nofile is None:
+            return False
         moves, _ = _placement(self.placements())
         top = max((target for _, target in moves), default=2)
-        return self.nofile is not None and top >= self.nofile[0] != resource.RLIM_INFINITY
+        return top >= self.nofile[0] != resource.RLIM_INFINITY
 
 
 class PidGuess:

@@ -116,7 +116,9 @@ class StatusWriter:
 
     def write(self, snapshot: dict) -> None:
         self.last = snapshot
-        data = json.dumps(snapshot, indent=1).encode() + b"\n"
+        # Compact: the json module encodes it in C only without indentation (8 times faster
+        # for 1,000 units, where status.json is rewritten after every change).
+        data = json.dumps(snapshot, separators=(",", ":")).encode() + b"\n"
         temporary = f"{self.path}.{os.getpid()}.tmp"
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)

@@ -424,7 +424,7 @@ class Supervisor:
         if unit.accepts:
             self.sockets_watch.on_connections(
                 unit, lambda: unit.sockets[0].max_connections - len(service.connections),
-                lambda connection, address: self.spawn_connection(service, connection, address),
+                lambda fd, address: self.spawn_connection(service, fd, address),
                 before=self.reap)  # finished connections first: they free room
         else:
             self.sockets_watch.on_traffic(unit, lambda: self.traffic(service))
@@ -449,8 +449,8 @@ class Supervisor:
         if all(slot.state is S.EXITED and not list(slot.processes()) for slot in service.slots):
             self.watch(service)
 
-    def spawn_connection(self, service: Service, connection, address) -> None:
-        details: dict = {"fd": connection.fileno()}
+    def spawn_connection(self, service: Service, fd: int, address) -> None:
+        details: dict = {"fd": fd}
         if isinstance(address, tuple) and len(address) >= 2:
             details["REMOTE_ADDR"], details["REMOTE_PORT"] = address[0], address[1]
         service.connection_count += 1
