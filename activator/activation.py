@@ -47,8 +47,10 @@ class UnitLaunch:
     work which does not change from one connection to the next."""
 
     def __init__(self, unit: Unit, base_env: Mapping[str, str], environ: Mapping[str, str],
-                 notify_path: str | None):
+                 notify_path: str | None, found: dict | None = None):
         self.unit = unit
+        # Paths found, shared by the units of one launcher: 1,000 units of `sleep` search once.
+        self.found = {} if found is None else found
         self.environ = environ
         self.names = {s.name: 3 + i for i, s in enumerate(unit.sockets)}
         varies = any(r.kind == "instance" for t in unit.exec for r in t.refs)
@@ -117,10 +119,14 @@ class UnitLaunch:
         if self.program is not None:
             return self.program
         unit = self.unit
-        path, error = find_program(program, env.get("PATH") or service_path(unit, self.environ),
-                                   unit.working_directory, unit.credentials)
+        search = (program, env.get("PATH") or service_path(unit, self.environ), unit.working_directory,
+                  unit.credentials)
+        path = self.found.get(search)
         if path is None:
-            raise SpawnError(program, error[0], error[1])
+            path, error = find_program(*search)
+            if path is None:
+                raise SpawnError(program, error[0], error[1])
+            self.found[search] = path
         if self.keeps_program:
             self.program = path
         return path
@@ -128,3 +134,4 @@ class UnitLaunch:
     def forget_program(self) -> None:
         """The path found no longer runs (the program was removed): search again next time."""
         self.program = None
+        self.found.clear()

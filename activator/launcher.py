@@ -29,6 +29,11 @@ class Launcher:
         self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         # Only as PID 1 is the namespace's next pid ours to predict (spawn.py, step 2).
         self.pid_guess = spawn.PidGuess() if is_pid1 else None
+        self.found: dict = {}  # program search -> path, until a reload or a failed exec
+
+    def forget_programs(self) -> None:
+        """A reload searches for every program again: one may have been installed since."""
+        self.found.clear()
 
     def start(self, unit: Unit, slot: Slot | None, number: int, label: str, socket_fds: list[int],
               stored: list[tuple[str, int]], connection: dict | None = None) -> Process:
@@ -73,7 +78,8 @@ class Launcher:
         the unit object itself, so that it goes when a reload replaces the unit."""
         prepared = unit.__dict__.get("_launch")
         if prepared is None:
-            prepared = activation.UnitLaunch(unit, self.base_env, self.environ, self.notify_path)
+            prepared = activation.UnitLaunch(unit, self.base_env, self.environ, self.notify_path,
+                                             self.found)
             unit.__dict__["_launch"] = prepared
         return prepared
 

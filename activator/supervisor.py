@@ -101,6 +101,7 @@ class Supervisor:
         """A reload's valid model is the one running from now on."""
         self.model = model
         self.generation += 1
+        self.launcher.forget_programs()
 
     def guard(self, service: Service | None):
         return guarded(self.log, self.control, service)
@@ -422,10 +423,9 @@ class Supervisor:
         for slot in service.slots:
             slot.enter(S.WAITING)
         if unit.accepts:
-            self.sockets_watch.on_connections(
+            self.sockets_watch.on_connections(  # finished connections reaped first: they free room
                 unit, lambda: unit.sockets[0].max_connections - len(service.connections),
-                lambda fd, address: self.spawn_connection(service, fd, address),
-                before=self.reap)  # finished connections first: they free room
+                lambda fd, address: self.spawn_connection(service, fd, address), before=self.reap)
         else:
             self.sockets_watch.on_traffic(unit, lambda: self.traffic(service))
         service.changed()
