@@ -26,6 +26,7 @@ BENCH = Path(__file__).resolve().parent
 SUMMARY = BENCH / "summary.json"
 README = BENCH.parent / "README.md"
 PID1_PEERS = ["activator", "tini", "dumb-init", "supervisord", "circusd"]
+FIRST_200_MARGIN_MS = 40  # activator's goal: first 200 ≤ tini's + this, medians of 9 launches
 ACCEPT_SERVERS = {"activator": "activator (`accept: true`)",
                   "ssa --inetd": "systemd-socket-activate `--accept --inetd`",
                   "ssa (fd 3)": "systemd-socket-activate `--accept` (fd 3)",
@@ -54,9 +55,13 @@ def rounded(value, digits: int = 0):
 
 
 def summarise_pid1(rounds: dict[str, list[dict]]) -> dict:
-    peers = {}
+    peers, launches = {}, 0
     for peer, records in rounds.items():
-        med = lambda key, scale=1.0: median([r[key] * scale for r in records if r.get(key) is not None])
+        # A round holds several first 200s (a list), every other figure once.
+        flat = lambda key: [v for r in records for v in (r[key] if isinstance(r.get(key), list) else [r.get(key)])
+                            if v is not None]
+        med = lambda key, scale=1.0: median([v * scale for v in flat(key)])
+        launches = max(launches, len(flat("first_200")))
         # A burst not reaped within the cap counts as longer than every reaped one.
         reaped = sorted((r["reap_all"] if r.get("reap_all") is not None else float("inf"))
                         for r in records if "zombies" in r)
@@ -66,7 +71,8 @@ def summarise_pid1(rounds: dict[str, list[dict]]) -> dict:
                        "all_reaped_ms": None if reap in (None, float("inf")) else rounded(reap * 1000),
                        "wakeups_per_s": rounded(med("wakeups"), 1), "sigterm_gone_ms": rounded(med("stop", 1000)),
                        "sigterm_gone_stubborn_ms": rounded(med("stop_timeout", 1000))}
-    return {"rounds": max(len(r) for r in rounds.values()), "orphans": 10000, "reap_cap_s": 2, "peers": peers}
+    return {"rounds": max(len(r) for r in rounds.values()), "first_200_launches": launches, "orphans": 10000,
+            "reap_cap_s": 2, "peers": peers}
 
 
 def summarise_sockets(raw: dict) -> dict:
@@ -154,14 +160,16 @@ def render_pid1(s: dict) -> str:
                         else f" (not all reaped after {s['reap_cap_s']} s)")
         rows.append([name, p["rss_mib"], p["first_200_ms"], zombies, p["wakeups_per_s"], p["sigterm_gone_ms"],
                      p["sigterm_gone_stubborn_ms"]])
-    text = table(["", "PID 1 memory (MiB)", "first HTTP 200 (ms)",
+    launches = s.get("first_200_launches")
+    first_200 = f"first HTTP 200 (ms, median of {launches} launches)" if launches else "first HTTP 200 (ms)"
+    text = table(["", "PID 1 memory (MiB)", first_200,
                   f"zombies 100 ms after a {thousands(s['orphans'])}-orphan burst", "idle wake-ups/s",
                   "SIGTERM → all gone (ms)", "same, one service ignores SIGTERM, `timeout_stop_sec: 2` (ms)"], rows)
     a, tini = peers["activator"], peers.get("tini")
     gap = a["first_200_ms"] - tini["first_200_ms"] if tini else None
     goals = [f"memory ≤ 15 MiB ({a['rss_mib']}: {met(a['rss_mib'] <= 15)})"]
     if gap is not None:
-        goals.append(f"first 200 within 60 ms of tini's ({gap:+d} ms: {met(gap <= 60)})")
+        goals.append(f"first 200 ≤ tini + {FIRST_200_MARGIN_MS} ms ({gap:+d} ms: {met(gap <= FIRST_200_MARGIN_MS)})")
     goals += [f"no zombie at 100 ms ({a['zombies_at_100_ms']}: {met(a['zombies_at_100_ms'] == 0)})",
               f"no idle wake-up ({a['wakeups_per_s']}/s: {met(a['wakeups_per_s'] == 0)})",
               f"SIGTERM → gone < 100 ms ({a['sigterm_gone_ms']} ms: {met(a['sigterm_gone_ms'] < 100)})",
