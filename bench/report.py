@@ -185,7 +185,8 @@ def render_pid1(s: dict) -> str:
         rows.append([name, p["rss_mib"], p["first_200_ms"], zombies, p["wakeups_per_s"], p["sigterm_gone_ms"],
                      p["sigterm_gone_stubborn_ms"]])
     launches = s.get("first_200_launches")
-    first_200 = f"first HTTP 200 (ms, median of {launches} launches)" if launches else "first HTTP 200 (ms)"
+    first_200 = (f"first HTTP 200 (ms, median of {launches} launches)" if launches
+                 else "first HTTP 200 (ms, one launch a round)")
     text = table(["", "PID 1 memory (MiB)", first_200,
                   f"zombies 100 ms after a {thousands(s['orphans'])}-orphan burst", "idle wake-ups/s",
                   "SIGTERM → all gone (ms)", "same, one service ignores SIGTERM, `timeout_stop_sec: 2` (ms)"], rows)

@@ -33,9 +33,10 @@ Per round, one peer at a time, in an order rotated every round (--rounds, 3):
 
 Figures are medians over the rounds. On the reference machine (2 cores, shared) a C program
 doing 1,000 posix_spawn of /usr/bin/sleep takes about 0.55 s, two processes spawning 500 each
-about 0.52 s: an execve of a dynamic binary costs about 0.5 ms here, so no init can bring
-1,000 services up much faster than half a second. The `posix_spawn ×N (C)` row re-measures
-that floor in every run.
+about 0.52 s (measured again on 2026-12-04: 0.50 s and 0.43 s at best, up to 1.1 s and 0.7 s
+at a load average of 7): an execve of a dynamic binary costs about 0.5 ms here, so no init
+can bring 1,000 services up much faster than half a second. The `posix_spawn ×N (C)` row
+re-measures that floor in every run.
 
     .venv/bin/python bench/scale.py [--units 1000] [--rounds 3] [--peers ...] [--json FILE]
 """
