@@ -6,6 +6,7 @@ Nothing here knows about activator: every peer is started and observed the same 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PYTHON = sys.executable  # .venv's python: activator is installed there
 BENCH_VENV = ROOT / ".cache" / "bench-venv" / "bin"
+# activator's console script, as an image runs it: the one beside .venv's python. It runs
+# the tree under test (ROOT, put first on PYTHONPATH by activator_environment).
+ACTIVATOR = str(Path(PYTHON).parent / "activator")
 SYSTEMD_TOOLS = ROOT / ".cache" / "systemd-tools" / "bin"
 TICK = os.sysconf("SC_CLK_TCK")
 MiB = 1024 * 1024
@@ -38,6 +42,123 @@ def peer_environment(extra: dict | None = None) -> dict:
     env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     env.update(extra or {})
     return env
+
+
+def activator_environment(runtime: str | Path, extra: dict | None = None) -> dict:
+    """What activator's console script needs beyond peer_environment: its runtime directory,
+    and the tree under test first on the path (so a worktree measures its own sources)."""
+    path = os.environ.get("PYTHONPATH")
+    env = {"ACTIVATOR_RUNTIME_DIR": str(runtime),
+           "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
+    env.update(extra or {})
+    return env
+
+
+def activator_check(units: str | Path) -> None:
+    """`activator check --units DIR`, once, as an image build does before activator first
+    starts: it validates the units (and writes beside them whatever cache boot can use)."""
+    result = subprocess.run([ACTIVATOR, "check", "--units", str(units)], env=peer_environment(
+        activator_environment(Path(units).parent / "run")), capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"activator check --units {units} failed ({result.returncode}):\n"
+                           f"{result.stdout}{result.stderr}")
+
+
+def activator_has_option(option: str) -> bool:
+    """Whether `activator --help` mentions `option` (options that not every version has)."""
+    result = subprocess.run([ACTIVATOR, "--help"], env=peer_environment(activator_environment("/nonexistent")),
+                            capture_output=True, text=True, timeout=60)
+    return option in result.stdout
+
+
+# ---------------------------------------------------------------------------- peers' configurations
+#
+# Each peer gets the same services, `commands` (name → argv, started in that order), written
+# in its own format, and returns (argv to run as PID 1, extra environment). `stop_timeouts`
+# (name → seconds) gives a service a stop timeout where the peer has such a setting.
+
+def sh_quote(arg: str) -> str:
+    return "'" + arg.replace("'", "'\\''") + "'"
+
+
+def activator_peer(directory: Path, commands: dict[str, list[str]], stop_timeouts: dict | None = None,
+                   options: list[str] | None = None) -> tuple[list[str], dict]:
+    """One unit file per service; activator's console script, after `activator check`."""
+    units = directory / "units"
+    units.mkdir()
+    for name, argv in commands.items():
+        text = f"exec: {json.dumps(argv)}\n"
+        if name in (stop_timeouts or {}):
+            text += f"timeout_stop_sec: {stop_timeouts[name]}\n"
+        (units / f"{name}.yaml").write_text(text)
+    activator_check(units)
+    return [ACTIVATOR, *(options or []), "--units", str(units)], activator_environment(directory / "run")
+
+
+def shell_script(directory: Path, commands: dict[str, list[str]]) -> Path:
+    """For tini and dumb-init: a script that starts everything in the background, then waits."""
+    lines = ["#!/bin/sh"]
+    lines += [" ".join(sh_quote(a) for a in argv) + " &" for argv in commands.values()]
+    lines.append("wait")
+    script = directory / "services.sh"
+    script.write_text("\n".join(lines) + "\n")
+    return script
+
+
+def tini_peer(directory: Path, commands: dict[str, list[str]], stop_timeouts=None) -> tuple[list[str], dict]:
+    return ["/usr/bin/tini", "--", "/bin/sh", str(shell_script(directory, commands))], {}
+
+
+def dumb_init_peer(directory: Path, commands: dict[str, list[str]], stop_timeouts=None) -> tuple[list[str], dict]:
+    return ["/usr/bin/dumb-init", "/bin/sh", str(shell_script(directory, commands))], {}
+
+
+def supervisord_conf(directory: Path) -> Path:
+    return directory / "supervisord.conf"
+
+
+def supervisord_peer(directory: Path, commands: dict[str, list[str]], stop_timeouts: dict | None = None,
+                     control: bool = False) -> tuple[list[str], dict]:
+    """One [program:] section per service. With `control`, the unix socket and RPC interface
+    that `supervisorctl -c CONF` needs, and enough descriptors for every program's pipes."""
+    lines = ["[supervisord]", "nodaemon=true", "user=root", f"logfile={directory}/supervisord.log",
+             f"pidfile={directory}/supervisord.pid", f"childlogdir={directory}"]
+    if control:
+        lines += [f"minfds={max(1024, 8 * len(commands) + 64)}", "",
+                  "[unix_http_server]", f"file={directory}/supervisor.sock", "",
+                  "[rpcinterface:supervisor]",
+                  "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
+                  "[supervisorctl]", f"serverurl=unix://{directory}/supervisor.sock"]
+    lines.append("")
+    for name, argv in commands.items():
+        lines += [f"[program:{name}]", "command=" + " ".join(argv)]
+        if name in (stop_timeouts or {}):
+            lines.append(f"stopwaitsecs={stop_timeouts[name]}")
+        lines.append("")
+    conf = supervisord_conf(directory)
+    conf.write_text("\n".join(lines))
+    return [str(BENCH_VENV / "supervisord"), "-c", str(conf)], {}
+
+
+def circus_endpoint(directory: Path) -> str:
+    return f"ipc://{directory}/ctrl.sock"
+
+
+def circusd_peer(directory: Path, commands: dict[str, list[str]], stop_timeouts: dict | None = None
+                 ) -> tuple[list[str], dict]:
+    """One [watcher:] per service."""
+    lines = ["[circus]", f"endpoint = {circus_endpoint(directory)}", f"pubsub_endpoint = ipc://{directory}/pub.sock",
+             "statsd = False", ""]
+    for name, argv in commands.items():
+        lines += [f"[watcher:{name}]", f"cmd = {argv[0]}"]
+        if argv[1:]:
+            lines.append("args = " + " ".join(argv[1:]))
+        if name in (stop_timeouts or {}):
+            lines.append(f"graceful_timeout = {stop_timeouts[name]}")
+        lines.append("")
+    conf = directory / "circus.ini"
+    conf.write_text("\n".join(lines))
+    return [str(BENCH_VENV / "circusd"), str(conf)], {}
 
 
 # ---------------------------------------------------------------------------- /proc

@@ -7,10 +7,11 @@
 - stalled: activator's stdout and stderr on a pipe nobody reads; a chatty unit and a crashing
   one: restarts and status.json go on, no zombie stays, SIGTERM → everything gone within the
   stop timeout.
-- status: 1,000 units: boot to all running, PID 1's RSS, `activator status` time, SIGTERM →
-  everything gone.
 
-    .venv/bin/python bench/faults.py [--only flood|stalled|status] [--seconds 5] [--units 1000]
+1,000 units (boot, PID 1's RSS, `activator status`, SIGTERM → everything gone) are measured
+against the peers by bench/scale.py.
+
+    .venv/bin/python bench/faults.py [--only flood|stalled] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (PYTHON, ROOT, TICK, MiB, children_of, cpu_seconds, descendants_of, fmt,  # noqa: E402
-                    rss_bytes, state_of, table, wait_for)
+from common import (PYTHON, ROOT, TICK, children_of, cpu_seconds, descendants_of, fmt,  # noqa: E402
+                    state_of, table, wait_for)
 
 CRASHER = """
 exec: [sh, -c, "sleep 0.1; exit 1"]
@@ -139,31 +140,10 @@ def stalled(seconds: float) -> list[list[str]]:
         os.close(read_end)
 
 
-def many_units(count: int) -> list[list[str]]:
-    units = {f"u{i:04d}": "exec: [sleep, infinity]\n" for i in range(count)}
-    run = Run(units, subprocess.DEVNULL)
-    try:
-        start = time.monotonic()
-        run.wait_status(lambda s: all(u["state"] == "running" for u in s["units"].values()), 300)
-        boot = time.monotonic() - start
-        rss = rss_bytes(run.pid1) / MiB
-        start = time.monotonic()
-        result = subprocess.run([PYTHON, "-m", "activator", "status"], env=run.env,
-                                capture_output=True, text=True, timeout=300)
-        status_s = time.monotonic() - start
-        lines = len(result.stdout.splitlines())
-        stop_ms = run.stop(120)
-        return [[str(count), fmt(boot, digits=2), fmt(rss), fmt(status_s, digits=2),
-                 f"{result.returncode} ({lines} lines)", fmt(stop_ms, digits=0)]]
-    finally:
-        run.kill()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["flood", "stalled", "status"])
+    parser.add_argument("--only", choices=["flood", "stalled"])
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--units", type=int, default=1000)
     args = parser.parse_args()
     print(f"# faults ({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, tick {TICK} Hz)\n")
     if args.only in (None, "flood"):
@@ -174,10 +154,6 @@ def main() -> int:
         print(table(["", "crasher restarts/s", "status.json moves", "zombies", "SIGTERM → all gone (ms)"],
                     stalled(args.seconds)))
         print("goal: restarts go on, status.json moves, 0 zombies, gone within the stop timeout (5 s)\n")
-    if args.only in (None, "status"):
-        print(table(["units", "boot → all running (s)", "PID 1 RSS (MiB)", "`activator status` (s)",
-                     "status exit", "SIGTERM → all gone (ms)"], many_units(args.units)))
-        print("goal: `activator status` ≤ 1 s with 1,000 units\n")
     return 0
 
 

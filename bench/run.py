@@ -1,12 +1,12 @@
 """Run every benchmark with its defaults and print their tables (`make bench`).
 
-    .venv/bin/python bench/run.py [--rounds N] [--only pid1,sockets,reload,load_units,faults]
+    .venv/bin/python bench/run.py [--rounds N] [--only pid1,scale,sockets,reload,load_units,faults]
 
 Installs the peers first (bench/setup, idempotent). The tables go to stdout and, with the
 machine's description and every raw measurement, to bench/results/DATE/ (not committed). At the
 end, bench/report.py writes the figures to bench/summary.json (committed) and regenerates README
 §12's tables from it.
-Progress goes to stderr. `--rounds N` is passed to pid1.py, sockets.py and reload.py: more
+Progress goes to stderr. `--rounds N` is passed to pid1.py, scale.py, sockets.py and reload.py: more
 rounds, steadier medians, longer runs (load_units.py and faults.py run with their own
 defaults).
 """
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-BENCHMARKS = ["pid1", "sockets", "reload", "load_units", "faults"]
+BENCHMARKS = ["pid1", "scale", "sockets", "reload", "load_units", "faults"]
 OWN_DEFAULTS = ("load_units", "faults")  # no --json, no --rounds: run as they are
 
 

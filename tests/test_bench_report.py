@@ -39,7 +39,7 @@ def test_the_summary_is_small():
 def test_first_200_gap_quoted_is_the_tables():
     table = {row[0]: row for row in rows(block("pid1"))}
     gap = int(table["activator"][2]) - int(table["tini"][2])
-    assert f"first 200 within 60 ms of tini's ({gap:+d} ms" in block("pid1")
+    assert f"first 200 ≤ tini + {report.FIRST_200_MARGIN_MS} ms ({gap:+d} ms" in block("pid1")
 
 
 def test_gunicorn_ratios_are_the_medians_of_the_rounds_shown():
@@ -61,3 +61,14 @@ def test_accept_ratios_quoted_follow_from_the_rates_shown():
               if name.startswith("systemd-socket-activate") for k in (1, 2)]
     assert len(ratios) == 4
     assert f"from the rates above: ×{min(ratios):.2f} to ×{max(ratios):.2f}" in block("accept")
+
+
+def test_scale_goals_quoted_are_the_tables():
+    table = {row[0]: row for row in rows(block("scale"))}
+    ours = table["activator"]
+    boot, status, stop = float(ours[1]), float(ours[4].split()[0]), float(ours[5])
+    text = block("scale")
+    assert f"boot → all running ≤ 0.5 s ({ours[1]} s: {'met' if boot <= 0.5 else '**missed**'})" in text
+    assert f"SIGTERM → all gone ≤ 1 s ({ours[5]} s: {'met' if stop <= 1 else '**missed**'})" in text
+    assert f"`activator status` ≤ 1 s ({ours[4].split()[0]} s: {'met' if status <= 1 else '**missed**'})" in text
+    assert f"{ours[2]} MiB, {ours[3]} descriptors" in text
