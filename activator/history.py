@@ -28,11 +28,15 @@ class _UnitLog:
     def __init__(self, lines: int):
         self.lines = lines
         self.max_bytes = max(lines * KIB_PER_LINE, MIN_BYTES)
-        self.blocks: deque = deque()  # (wall time, stream, instance, block, lines in it)
+        # (wall time, stream, instance, block, lines in it); made at the first block: an empty
+        # deque costs 0.6 KiB, and most units of a large stack never print a line.
+        self.blocks: deque | tuple = ()
         self.line_count = 0
         self.size = 0
 
     def add(self, entry: tuple) -> None:
+        if not self.blocks:
+            self.blocks = deque()
         self.blocks.append(entry)
         self.line_count += entry[4]
         self.size += len(entry[3])

@@ -9,6 +9,7 @@ pipes it hands to the relay (output.py), which reads them as the loop allows.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from activator import activation, resources, spawn
@@ -70,17 +71,19 @@ class Launcher:
             pipe = OutputPipe(r, stream, self.log, unit.name, number, label)
             pipe.pid = pid
             proc.pipes.append(pipe)
-            self.output.watch(pipe, lambda p=pipe: self.relay(p, proc), unit.log_buffer_lines)
+            self.output.watch(pipe, functools.partial(self.relay, pipe, proc), unit.log_buffer_lines)
         return proc
 
     def prepared(self, unit: Unit) -> activation.UnitLaunch:
-        """The unit's constant part of every launch, worked out at its first start. Kept with
-        the unit object itself, so that it goes when a reload replaces the unit."""
+        """The unit's constant part of every launch. An `accept` unit, which starts a process
+        per connection, keeps it with the unit object itself (it goes when a reload replaces
+        the unit); other units start seldom, and 1 KiB each would add up over 1,000 units."""
         prepared = unit.__dict__.get("_launch")
         if prepared is None:
             prepared = activation.UnitLaunch(unit, self.base_env, self.environ, self.notify_path,
                                              self.found)
-            unit.__dict__["_launch"] = prepared
+            if unit.accepts:
+                unit.__dict__["_launch"] = prepared
         return prepared
 
     @staticmethod

@@ -32,6 +32,7 @@ newline is written when the stream ends.
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import socket
@@ -196,6 +197,10 @@ class Outlet:
 class OutputPipe:
     """One stream (stdout or stderr) of one process with `output: prefix`."""
 
+    # Two per process: with 1,000 units, slots instead of a __dict__ save about 0.3 MiB.
+    __slots__ = ("fd", "stream", "target", "outlet", "log", "unit", "instance", "pid", "prefix",
+                 "newline_prefix", "pending", "record")
+
     def __init__(self, fd: int, stream: str, log, unit: str, instance: int, label: str):
         self.fd = fd
         self.stream = stream  # "stdout" or "stderr"
@@ -303,8 +308,7 @@ class Relay:
     def watch(self, pipe: OutputPipe, callback, buffer_lines: int = 0) -> None:
         if self.history is not None and buffer_lines > 0:
             self.history.configure(pipe.unit, buffer_lines)
-            pipe.record = lambda stream, instance, block, unit=pipe.unit: self.history.record(
-                unit, stream, instance, block)
+            pipe.record = functools.partial(self.history.record, pipe.unit)
         self.callbacks[pipe] = callback
         self.loop.add_reader(pipe.fd, callback)
 

@@ -13,7 +13,6 @@ and return a verdict, and the manager carries it out.
 
 from __future__ import annotations
 
-import collections
 import enum
 import os
 import signal
@@ -88,7 +87,7 @@ class Slot:
         self.retiring: list[Process] = []
         self.restarts = 0
         self.failures = 0  # consecutive, for the backoff
-        self.starts: collections.deque = collections.deque()
+        self.starts: list[float] = []  # a handful at most (start_limit_burst): a list is smaller
         self.exit_status: int | None = None
         self.timer = None  # the restart backoff
         self.started_wall: float | None = None
@@ -114,7 +113,7 @@ class Slot:
         if interval <= 0:
             return True  # no limit, no list: start times are kept only while they can matter
         while self.starts and self.starts[0] <= now - interval:
-            self.starts.popleft()
+            del self.starts[0]
         if len(self.starts) >= self.unit.start_limit_burst:
             return False
         self.starts.append(now)

@@ -112,10 +112,9 @@ class StatusWriter:
         self.failing: int | None = None  # the errno being reported, while writes fail
         self.retry = None
         self.retry_delay = RETRY_FIRST
-        self.last: dict | None = None
+        self.last: dict | None = None  # kept only while writing fails, for the retry
 
     def write(self, snapshot: dict) -> None:
-        self.last = snapshot
         # Compact: the json module encodes it in C only without indentation (8 times faster
         # for 1,000 units, where status.json is rewritten after every change).
         data = json.dumps(snapshot, separators=(",", ":")).encode() + b"\n"
@@ -132,8 +131,10 @@ class StatusWriter:
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
+            self.last = snapshot
             self.failed(e)
             return
+        self.last = None
         if self.failing is not None:
             self.failing = None
             self.log.info(f"{self.path} is written again")
