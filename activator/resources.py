@@ -20,7 +20,6 @@ posix_spawn can set neither in the child. What it costs (spawn.py has the detail
 
 from __future__ import annotations
 
-import contextlib
 import os
 import resource
 
@@ -149,16 +148,20 @@ def prepare(launch, unit, baseline: Baseline | None) -> None:
         launch.oom_score_adj_after = baseline.oom_score
 
 
-@contextlib.contextmanager
-def lowered_nofile(nofile: tuple[int, int] | None):
-    """PID 1's soft RLIMIT_NOFILE set to `nofile`'s soft for the duration (posix_spawn's child
-    inherits it), then raised again. Soft limits move without privilege."""
+def lower_nofile(nofile: tuple[int, int] | None) -> tuple[int, int] | None:
+    """PID 1's soft RLIMIT_NOFILE set to `nofile`'s soft, which posix_spawn's child inherits;
+    the limits to restore after the spawn (restore_nofile), or None if nothing moved. Soft
+    limits move without privilege. Two plain calls rather than a context manager: this runs
+    for every connection of an `accept` unit."""
+    if nofile is None:
+        return None
     current = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if nofile is None or nofile[0] == current[0] or _above(nofile[0], current[1]):
-        yield
-        return
+    if nofile[0] == current[0] or _above(nofile[0], current[1]):
+        return None
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile[0], current[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, current)
+    return current
+
+
+def restore_nofile(limits: tuple[int, int] | None) -> None:
+    if limits is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)

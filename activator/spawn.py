@@ -100,6 +100,7 @@ class Launch:
         self.oom_score_adj_after: int | None = None  # written just after a posix_spawn
         self.nofile: tuple[int, int] | None = None  # the RLIMIT_NOFILE activator started with
         self.extra_fds: dict[int, int] = {}  # target fd -> ours, placed after `fds` (ready: fd)
+        self._placement: tuple | None = None
 
         # inetd style: the first passed fd (a connection) is also 0 and 1, whatever stdin and
         # stdout say; it stays on 3 too, for programs that read LISTEN_FDS (sshd -i does).
@@ -117,6 +118,12 @@ class Launch:
         return [(fd, 3 + i) for i, fd in enumerate(self.fds)] + sorted(
             ((fd, target) for target, fd in self.extra_fds.items()), key=lambda p: p[1])
 
+    def placement(self) -> tuple[list[tuple[int, int]], list[int]]:
+        """_placement of placements(), worked out once per launch."""
+        if self._placement is None:
+            self._placement = _placement(self.placements())
+        return self._placement
+
     @property
     def needs_fork(self) -> bool:
         """What posix_spawn cannot do: credentials, limits, an OOM score before exec, or a
@@ -125,7 +132,7 @@ class Launch:
             return True
         if self.nofile is None:
             return False
-        moves, _ = _placement(self.placements())
+        moves, _ = self.placement()
         top = max((target for _, target in moves), default=2)
         return top >= self.nofile[0] != resource.RLIM_INFINITY
 
@@ -175,7 +182,7 @@ def _posix_spawn(launch: Launch, env: dict[str, str], shell: bool) -> int:
         path, argv = SHELL, ["sh", "-c", script, launch.program, *launch.argv[1:]]
 
     actions = [(os.POSIX_SPAWN_DUP2, source, target) for target, source in launch.standard_fds()]
-    moves, temporaries = _placement(launch.placements())
+    moves, temporaries = launch.placement()
     actions += [(os.POSIX_SPAWN_DUP2, source, target) for source, target in moves]
     actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in temporaries]
 
@@ -186,13 +193,14 @@ def _posix_spawn(launch: Launch, env: dict[str, str], shell: bool) -> int:
     except OSError as e:
         raise SpawnError(launch.argv[0], e.errno, f"working directory {launch.cwd}: {e.strerror}") from None
     old_umask = os.umask(launch.umask) if launch.umask is not None else None
+    raised = resources.lower_nofile(launch.nofile)
     try:
-        with resources.lowered_nofile(launch.nofile):
-            pid = os.posix_spawn(path, argv, env, file_actions=actions, setsid=True,
-                                 setsigmask=(), setsigdef=_DEFAULTABLE)
+        pid = os.posix_spawn(path, argv, env, file_actions=actions, setsid=True,
+                             setsigmask=(), setsigdef=_DEFAULTABLE)
     except OSError as e:
         raise SpawnError(launch.argv[0], e.errno or errno.EIO, e.strerror) from None
     finally:
+        resources.restore_nofile(raised)
         if old_umask is not None:
             os.umask(old_umask)
         if moved:
@@ -288,7 +296,7 @@ def _child_setup(launch: Launch) -> None:
     os.setsid()
     for target, source in launch.standard_fds():
         os.dup2(source, target)
-    moves, temporaries = _placement(launch.placements())
+    moves, temporaries = launch.placement()
     for source, target in moves:
         os.dup2(source, target)
         os.set_inheritable(target, True)
