@@ -293,7 +293,7 @@ def render_accept(s: dict) -> str:
     lines = [f"Medians of {s['rounds']} rounds.", "", text, ""]
     if ratios:
         lines.append(f"activator ÷ systemd-socket-activate, from the rates above: ×{min(ratios):.2f} to "
-                     f"×{max(ratios):.2f} (goal ×1.2: {met(min(ratios) >= 1.2)}).")
+                     f"×{max(ratios):.2f} (goal ×1.1, one at a time and 32 in flight: {met(min(ratios) >= 1.1)}).")
     if "ssa + step" in servers and "ssa (fd 3)" in servers:
         step, fd3 = servers["ssa + step"], servers["ssa (fd 3)"]
         cost = [1 - step[k] / fd3[k] for k in ("rate_1", "rate_32")]
