@@ -107,14 +107,15 @@ def _contents(path: str, limit: int):
     except ValueError:  # a NUL character in the path
         return "nul", ("error", "nul")
     try:
-        mode = os.fstat(fd).st_mode
-        if mode & 0o170000 == 0o040000:
+        st = os.fstat(fd)
+        if st.st_mode & 0o170000 == 0o040000:
             return "directory", ("error", "directory")
-        if mode & 0o170000 != 0o100000:
+        if st.st_mode & 0o170000 != 0o100000:
             return "special", ("error", "special")
         chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
+        want = st.st_size + 1  # the whole file and its end in one read, as a rule; a buffer
+        while size <= limit:  # of the limit's size each time would cost more than the read
+            chunk = os.read(fd, min(limit + 1 - size, max(want - size, 1 << 16)))
             if not chunk:
                 break
             chunks.append(chunk)
