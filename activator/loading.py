@@ -71,13 +71,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def result(data: bytes):
-    """The Model from what the loader wrote; UnitsError or LoadFailed otherwise."""
-    return observed_result(data)[0]
-
-
-def observed_result(data: bytes):
-    """(the Model, the facts it was made of) from what the loader wrote; UnitsError or
-    LoadFailed otherwise."""
+    """The Model from what the loader wrote; UnitsError or LoadFailed otherwise. (The facts
+    it was made of come with it; the init writes no cache, so it leaves them.)"""
     try:  # pickle's C half alone: the pure-Python module would stay in PID 1 (0.27 MiB)
         import _pickle as pickle
     except ImportError:  # pragma: no cover - an interpreter without the C accelerator
@@ -92,7 +87,7 @@ def observed_result(data: bytes):
     except Exception as e:
         raise LoadFailed(f"the unit file loader's answer is unreadable: {e}") from None
     if kind == "model":
-        return value
+        return value[0]
     if kind == "problems":
         raise UnitsError(value)
     raise LoadFailed(f"the unit file loader broke:\n{value}")

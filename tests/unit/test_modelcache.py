@@ -7,11 +7,10 @@ import os
 import pickle
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from activator import __version__, modelcache, observed, units
 from activator.model import Model
@@ -284,21 +283,25 @@ def test_a_payload_behind_a_bad_checksum_is_never_unpickled(cache, tmp_path):
     assert marker.exists()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_any_single_byte_corruption_is_rejected(data):
-    with tempfile.TemporaryDirectory() as directory:
-        units_dir = Path(directory) / "units"
-        write(units_dir / "web.yaml", "exec: [sleep, infinity]\nsockets:\n  http: 8000\n")
-        model, facts = loaded(units_dir)
-        path = units_dir / modelcache.FILE_NAME
-        modelcache.write(str(path), [str(units_dir)], True, facts, model)
-        original = path.read_bytes()
+def test_any_single_byte_corruption_is_rejected(tmp_path):
+    units_dir = tmp_path / "units"
+    write(units_dir / "web.yaml", "exec: [sleep, infinity]\nsockets:\n  http: 8000\n")
+    model, facts = loaded(units_dir)
+    path = units_dir / modelcache.FILE_NAME
+    modelcache.write(str(path), [str(units_dir)], True, facts, model)
+    original = path.read_bytes()
+    assert modelcache.load(str(path), [str(units_dir)], True, {"PATH": PATH}) == model
+
+    @settings(max_examples=300, deadline=None)
+    @given(data=st.data())
+    def corrupted(data):
         position = data.draw(st.integers(0, len(original) - 1), label="position")
         value = data.draw(st.integers(0, 255).filter(lambda v: v != original[position]), label="value")
         path.write_bytes(original[:position] + bytes([value]) + original[position + 1:])
         with pytest.raises(modelcache.Ignored):
             modelcache.load(str(path), [str(units_dir)], True, {"PATH": PATH})
+
+    corrupted()
 
 
 def test_location_default_option_environment_and_off():
