@@ -136,6 +136,9 @@ def write_cache(path: str, dirs: list[str], explicit: bool, model, facts: dict) 
         if absolute != dirs:
             model, facts = units.load_observed(absolute, os.environ, explicit)
         modelcache.write(path, absolute, explicit, facts, model)
+    except modelcache.NotACache as e:
+        print(f"activator check: model cache not written: {e}", file=sys.stderr)
+        return
     except OSError as e:
         print(f"activator check: model cache not written: {path}: {e.strerror or e}", file=sys.stderr)
         return

@@ -81,9 +81,26 @@ def header() -> bytes:
 
 # --------------------------------------------------------------------------- writing
 
+class NotACache(OSError):
+    """A file is where the cache should go, and it is no model cache: never replaced."""
+
+
+def _is_cache_or_absent(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except FileNotFoundError:
+        return True
+
+
 def write(path: str, dirs: list[str], explicit: bool, facts: dict, model) -> None:
-    """Atomically (a temporary file renamed over it), mode 0644; OSError if it cannot be."""
+    """Atomically (a temporary file renamed over it), mode 0644; OSError if it cannot be, and
+    NotACache rather than replace a file that is not a model cache (`--cache` naming the
+    wrong file)."""
     import pickle  # `activator check` only: the init reads with pickle's C half
+
+    if not _is_cache_or_absent(path):
+        raise NotACache(f"{path} exists and is not a model cache: not replaced")
 
     payload = pickle.dumps((tuple(dirs), explicit, facts, model), protocol=pickle.HIGHEST_PROTOCOL)
     data = header() + b"%d %s\n" % (len(payload), observed.digest(payload).hex().encode()) + payload
@@ -110,9 +127,10 @@ def write(path: str, dirs: list[str], explicit: bool, facts: dict, model) -> Non
 
 def remove(path: str) -> None:
     """After a failed check: no cache is better than one of other files (it would be ignored
-    anyway; this saves the boot the look)."""
+    anyway; this saves the boot the look). Only a model cache is removed."""
     try:
-        os.unlink(path)
+        if _is_cache_or_absent(path):
+            os.unlink(path)
     except FileNotFoundError:
         pass
 

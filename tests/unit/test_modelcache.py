@@ -304,6 +304,15 @@ def test_any_single_byte_corruption_is_rejected(tmp_path):
     corrupted()
 
 
+def test_a_file_that_is_no_cache_is_never_replaced_or_removed(stack):
+    model, facts = loaded(stack / "units")
+    other = write(stack / "precious", "not a cache\n")
+    with pytest.raises(modelcache.NotACache):
+        modelcache.write(str(other), [str(stack / "units")], True, facts, model)
+    modelcache.remove(str(other))
+    assert other.read_text() == "not a cache\n"
+
+
 def test_location_default_option_environment_and_off():
     assert modelcache.location(None, {}, ["/u", "/v"]) == "/u/.activator-model"
     assert modelcache.location("/c", {"ACTIVATOR_CACHE": "/e"}, ["/u"]) == "/c"
