@@ -11,8 +11,9 @@ from activator import __version__
 RUNTIME_DIR = "/run/activator"
 UNIT_COMMANDS = ("start", "stop", "restart", "signal", "scale", "logs")
 USAGE = """\
-activator [--units DIR]... [--log-format text|json] [--http ADDR] [-- CMD [ARG...]]
-       activator check [--units DIR]...
+activator [--units DIR]... [--log-format text|json] [--http ADDR] [--cache FILE|--no-cache]
+                 [-- CMD [ARG...]]
+       activator check [--units DIR]... [--cache FILE|--no-cache]
        activator status [UNIT...] [--json] [--wide]
        activator reload
        activator start|stop UNIT...
@@ -62,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         if command == "check":
             parser = _parser(prog="activator check", description="Validate unit files.")
             _units_argument(parser)
+            cache = parser.add_mutually_exclusive_group()
+            cache.add_argument("--cache", metavar="FILE",
+                               help="where to write the model cache the init boots from (default "
+                                    "$ACTIVATOR_CACHE, else .activator-model in the first units directory)")
+            cache.add_argument("--no-cache", action="store_true", help="write no model cache")
             return check(parser.parse_args(argv[1:]))
         if command == "status":
             parser = _parser(prog="activator status", description="Show the running stack.")
@@ -93,22 +99,54 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check(args) -> int:
-    from activator import discovery, units
+    from activator import discovery, modelcache, units
 
     dirs, explicit = discovery.directories(args.units, os.environ)
+    cache = modelcache.location("off" if args.no_cache else args.cache, os.environ, dirs)
     try:
-        model = units.load(dirs, os.environ, explicit)
+        model, facts = units.load_observed(dirs, os.environ, explicit)
     except units.UnitsError as e:
         # The report is the command's output (stdout, as linters do); stderr is for misuse.
         for problem in e.problems:
             print(problem)
         errors = len(e.errors)
         print(f"{errors} error{'s' * (errors != 1)}")
+        if cache:
+            try:
+                modelcache.remove(cache)
+            except OSError:
+                pass  # a read-only directory holds no cache of these files to remove
         return 1
     for warning in model.warnings:
         print(warning)
     print(f"ok: {model.summary()} in {':'.join(dirs)}")
+    if cache:
+        write_cache(cache, dirs, explicit, model, facts)
     return 0
+
+
+def write_cache(path: str, dirs: list[str], explicit: bool, model, facts: dict) -> None:
+    """The model cache for the init, which names the directories absolute: with relative ones
+    the units are loaded again as the init will load them. A cache that cannot be written is
+    said on stderr, in one line; the check still succeeded."""
+    from activator import modelcache, units
+
+    absolute = [os.path.abspath(d) for d in dirs]
+    try:
+        if absolute != dirs:
+            model, facts = units.load_observed(absolute, os.environ, explicit)
+        modelcache.write(path, absolute, explicit, facts, model)
+    except modelcache.NotACache as e:
+        print(f"activator check: model cache not written: {e}", file=sys.stderr)
+        return
+    except OSError as e:
+        print(f"activator check: model cache not written: {path}: {e.strerror or e}", file=sys.stderr)
+        return
+    except units.UnitsError:  # the files changed between the two loads
+        print(f"activator check: model cache not written: {path}: the unit files changed "
+              "during the check", file=sys.stderr)
+        return
+    print(f"model cache: {path}")
 
 
 RUN_HELP = f"""usage: {USAGE}
@@ -122,6 +160,10 @@ options:
                        and service output alike
   --http ADDR          serve /livez, /readyz, /metrics, /status.json and a dashboard on
                        HOST:PORT, [V6]:PORT or unix:/path (default $ACTIVATOR_HTTP; off)
+  --cache FILE         the model cache `activator check` wrote, used at boot when every file
+                       it was made of is unchanged (default $ACTIVATOR_CACHE, else
+                       .activator-model in the first units directory)
+  --no-cache           load the unit files, whatever cache there is (also ACTIVATOR_CACHE=off)
   -- CMD [ARG...]      run CMD as the extra unit `main`: activator exits with its status
   --version            print the version
   -h, --help           print this help
@@ -131,14 +173,17 @@ commands: check, status, reload, start, stop, restart, signal, scale, logs, impo
 """
 
 
-def parse_run_arguments(argv: list[str]) -> tuple[list[str], str, list[str] | None, str | None]:
-    """(units directories, log format, command, HTTP address) of `activator [...] [-- CMD...]`.
+def parse_run_arguments(argv: list[str]) -> tuple[list[str], str, list[str] | None, str | None,
+                                                  str | None]:
+    """(units directories, log format, command, HTTP address, cache) of `activator [...] [--
+    CMD...]`; the cache is a file, `off` (--no-cache), or None for the default.
 
     Written out rather than with argparse: PID 1 stays smaller without it (argparse pulls in
     shutil, gettext, bz2 and lzma: about 2 MiB resident for the life of the container)."""
     units: list[str] = []
     log_format = "text"
     http = os.environ.get("ACTIVATOR_HTTP") or None
+    cache = None
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -146,9 +191,9 @@ def parse_run_arguments(argv: list[str]) -> tuple[list[str], str, list[str] | No
             command = argv[i + 1:]
             if not command:
                 raise UsageError("activator: nothing after --")
-            return units, log_format, command, http
+            return units, log_format, command, http, cache
         option, equals, value = arg.partition("=")
-        if option in ("--units", "--log-format", "--http"):
+        if option in ("--units", "--log-format", "--http", "--cache"):
             if not equals:
                 i += 1
                 if i >= len(argv):
@@ -158,10 +203,14 @@ def parse_run_arguments(argv: list[str]) -> tuple[list[str], str, list[str] | No
                 units.append(value)
             elif option == "--http":
                 http = value
+            elif option == "--cache":
+                cache = value
             elif value in ("text", "json"):
                 log_format = value
             else:
                 raise UsageError(f"activator: --log-format: expected text or json, got {value!r}")
+        elif arg == "--no-cache":
+            cache = "off"
         elif arg == "--version":
             print(f"activator {__version__}")
             raise SystemExit(0)
@@ -171,16 +220,12 @@ def parse_run_arguments(argv: list[str]) -> tuple[list[str], str, list[str] | No
         else:
             raise UsageError(f"activator: unknown argument {arg!r}")
         i += 1
-    return units, log_format, None, http
+    return units, log_format, None, http, cache
 
 
 def run(argv: list[str]) -> int:
-    units_dirs, log_format, command_line, http_address = parse_run_arguments(argv)
-    from activator import discovery, loading
-
-    dirs, explicit = discovery.directories(units_dirs, os.environ)
-    dirs = [os.path.abspath(d) for d in dirs]
-    loader = loading.start(dirs, dict(os.environ), explicit)  # reads while we import the init
+    units_dirs, log_format, command_line, http_address, cache_option = parse_run_arguments(argv)
+    source, explicit = _model_source(units_dirs, cache_option)  # the loader reads meanwhile
 
     from activator import log as logmod
     from activator import status  # imported now, in parallel with the loader
@@ -190,7 +235,7 @@ def run(argv: list[str]) -> int:
     level = {"debug": logmod.DEBUG, "warning": logmod.WARNING, "error": logmod.ERROR}.get(
         os.environ.get("ACTIVATOR_LOG_LEVEL", "").lower(), logmod.INFO)
     log = logmod.Log(json_format=log_format == "json", level=level)
-    model = _loaded_model(loader, command_line, log)
+    model = _loaded_model(source, command_line, log)
     if isinstance(model, int):
         return model
 
@@ -231,13 +276,52 @@ def run(argv: list[str]) -> int:
         log.flush()  # a stalled reader gets a few seconds, not forever
 
 
-def _loaded_model(loader, command_line, log):
-    """The model the loader read (with `-- CMD`), or the exit status when there is none."""
+class _Source:
+    """Where the boot's Model comes from: a fresh model cache, or the loader child (started
+    while the init imports the rest of itself); and why a cache there is was not used."""
+
+    def __init__(self, cache, cached, ignored, loader):
+        self.cache, self.cached, self.ignored, self.loader = cache, cached, ignored, loader
+
+
+def _model_source(units_dirs: list[str], cache_option: str | None) -> tuple[_Source, bool]:
+    from activator import discovery, loading, modelcache
+
+    dirs, explicit = discovery.directories(units_dirs, os.environ)
+    dirs = [os.path.abspath(d) for d in dirs]
+    cache = modelcache.location(cache_option, os.environ, dirs)
+    cached, ignored = _cached_model(cache, dirs, explicit)
+    loader = None if cached is not None else loading.start(dirs, dict(os.environ), explicit)
+    return _Source(cache, cached, ignored, loader), explicit
+
+
+def _cached_model(path: str | None, dirs: list[str], explicit: bool):
+    """(the Model of a fresh model cache, None) or (None, why it was ignored, or None when
+    there is no cache file)."""
+    if path is None:
+        return None, None
+    from activator import modelcache
+
+    try:
+        return modelcache.load(path, dirs, explicit, os.environ), None
+    except modelcache.Ignored as e:
+        return None, str(e)
+    except Exception as e:  # PID 1 never dies of a cache: it loads the files instead
+        return None, f"unreadable ({type(e).__name__}: {e})"
+
+
+def _loaded_model(source: _Source, command_line, log):
+    """The model of the cache or the loader (with `-- CMD`), or the exit status when there is
+    none."""
     from activator import loading
     from activator import model as modelmod
 
+    if source.cached is not None:
+        log.info(f"model from cache {source.cache}")
+    elif source.ignored:
+        log.info(f"model cache {source.cache} ignored: {source.ignored}")
     try:
-        model = loading.wait(*loader)
+        model = source.cached if source.loader is None else loading.wait(*source.loader)
         if command_line:
             model = modelmod.with_command(model, command_line, os.getcwd())
     except modelmod.UnitsError as e:

@@ -1,6 +1,7 @@
 """Where unit files are: the units directories, and the files and drop-ins found in them.
 
 Only `os` is needed here, so PID 1 can ask for the directories without the loader's imports.
+Listings and the `NAME.d` checks go through observed.py: they are facts a Model is made of.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 
+from activator import observed
 from activator.model import Location, Problem
 
 UNIT_NAME = re.compile(r"[A-Za-z0-9_.@-]+\Z")
@@ -42,7 +44,7 @@ def discover(dirs: list[str], explicit: bool) -> Found:
     found = Found()
     for directory in dirs:
         try:
-            entries = sorted(os.listdir(directory))
+            entries = observed.listdir(directory, UNIT_SUFFIXES + (".d",))
         except FileNotFoundError:
             if explicit:
                 found.problems.append(Problem(Location(directory), None, "units directory does not exist"))
@@ -51,11 +53,9 @@ def discover(dirs: list[str], explicit: bool) -> Found:
             found.problems.append(Problem(Location(directory), None, f"cannot read units directory: {e.strerror}"))
             continue
         here: dict[str, str] = {}
-        for entry in entries:
-            if entry.startswith("."):
-                continue
+        for entry in entries:  # dot-files and other endings are left out already
             path = os.path.join(directory, entry)
-            if entry.endswith(".d") and os.path.isdir(path):
+            if entry.endswith(".d") and observed.isdir(path):
                 _discover_dropins(entry[:-2], path, found)
                 continue
             stem, suffix = os.path.splitext(entry)
@@ -76,12 +76,10 @@ def discover(dirs: list[str], explicit: bool) -> Found:
 
 def _discover_dropins(name: str, directory: str, found: Found) -> None:
     try:
-        entries = sorted(os.listdir(directory))
+        entries = observed.listdir(directory, UNIT_SUFFIXES)
     except OSError as e:
         found.problems.append(Problem(Location(directory), name, f"cannot read drop-in directory: {e.strerror}"))
         return
-    for entry in entries:
-        if not entry.startswith(".") and entry.endswith(UNIT_SUFFIXES):
-            # For the same file name, the later directory wins.
-            found.dropins.setdefault(name, {})[entry] = os.path.join(directory, entry)
+    for entry in entries:  # for the same file name, the later directory wins
+        found.dropins.setdefault(name, {})[entry] = os.path.join(directory, entry)
 

@@ -2,7 +2,8 @@
 
 The init forks; the child imports the YAML parser and every validator (units.py), loads the
 unit files and writes the result, pickled, into a pipe; the init reads it and gets a finished
-Model (model.py), or the list of problems. Two reasons:
+Model (model.py) with the facts it was made of (observed.py, for the model cache), or the list
+of problems. Two reasons:
 
 - memory: the parser, the loader and what they import (about 3 MiB resident) live in the child
   only, never in the process that stays up for the life of the container;
@@ -55,7 +56,7 @@ def _load(dirs, environ, explicit):
     from activator.model import UnitsError
 
     try:
-        return ("model", units.load(dirs, environ, explicit))
+        return ("model", units.load_observed(dirs, environ, explicit))
     except UnitsError as e:
         return ("problems", e.problems)
     except BaseException:  # a bug in the loader: report it, never hang the init on it
@@ -70,7 +71,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def result(data: bytes):
-    """The Model from what the loader wrote; UnitsError or LoadFailed otherwise."""
+    """The Model from what the loader wrote; UnitsError or LoadFailed otherwise. (The facts
+    it was made of come with it; the init writes no cache, so it leaves them.)"""
     try:  # pickle's C half alone: the pure-Python module would stay in PID 1 (0.27 MiB)
         import _pickle as pickle
     except ImportError:  # pragma: no cover - an interpreter without the C accelerator
@@ -85,7 +87,7 @@ def result(data: bytes):
     except Exception as e:
         raise LoadFailed(f"the unit file loader's answer is unreadable: {e}") from None
     if kind == "model":
-        return value
+        return value[0]
     if kind == "problems":
         raise UnitsError(value)
     raise LoadFailed(f"the unit file loader broke:\n{value}")

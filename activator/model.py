@@ -29,7 +29,7 @@ try:  # the built-in BLAKE2: hashlib would load OpenSSL, 3.7 MiB resident in PID
 except ImportError:  # pragma: no cover - a Python built without it
     from hashlib import blake2b
 
-from activator import templates
+from activator import observed, templates
 from activator.listen import Listen
 from activator.record import Record
 
@@ -237,7 +237,8 @@ def find_program(program: str, search_path: str, cwd: str, credentials: Credenti
 
     As execvp does it, but judged for the user the service runs as: the file must be a regular
     file with an execute bit for that user, in directories that user may search. Relative
-    names and PATH entries are taken from the service's working directory.
+    names and PATH entries are taken from the service's working directory. Each stat is a
+    fact of the model cache when the loader runs this (observed.py).
     """
     if "\0" in program:
         return None, (errno.ENOENT, os.strerror(errno.ENOENT))
@@ -248,7 +249,7 @@ def find_program(program: str, search_path: str, cwd: str, credentials: Credenti
     denied = None
     for candidate in candidates:
         try:
-            st = os.stat(candidate)
+            st = observed.stat(candidate)
         except (OSError, ValueError):
             continue
         if stat.S_ISDIR(st.st_mode):
@@ -302,7 +303,7 @@ def may_enter(directory: str, credentials: Credentials | None) -> bool:
     path = os.path.abspath(directory)
     while True:
         try:
-            if not _permits(os.stat(path), uid, gid, groups):
+            if not _permits(observed.stat(path), uid, gid, groups):
                 return False
         except (OSError, ValueError):
             return False

@@ -14,7 +14,7 @@ import os
 import pwd
 from collections.abc import Mapping
 
-from activator import envfile, resources, templates, yamlsource
+from activator import envfile, observed, resources, templates, yamlsource
 from activator.discovery import at_line
 from activator.model import (Credentials, Location, Problem, Socket, Unit, find_program, may_enter,
                              service_path, user_label)
@@ -348,11 +348,11 @@ class UnitReader:
             if isinstance(result, dict):
                 variables.update(result)
                 self.files.append(file)
-            elif optional and not os.path.lexists(file):
+            elif optional and not observed.lexists(file):
                 continue  # `-`: a missing file is no error
             elif result.location.line:  # the file's own syntax: located in it
                 self.error_at(result.location, f"environment_file: {result.message}", "environment_file")
-            elif not os.path.lexists(file):
+            elif not observed.lexists(file):
                 self.error(path, f"environment_file: '{file}' does not exist (a leading - makes "
                            "a missing file not an error)")
             else:
@@ -370,8 +370,8 @@ class UnitReader:
         if "working_directory" not in self.doc.value or "working_directory" in self.bad_keys:
             return "/"
         directory = self.resolve_path(value, ("working_directory",))
-        if not os.path.isdir(directory):
-            what = "does not exist" if not os.path.lexists(directory) else "is not a directory"
+        if not observed.isdir(directory):
+            what = "does not exist" if not observed.lexists(directory) else "is not a directory"
             self.error(("working_directory",), f"working_directory: '{directory}' {what}")
         elif credentials is not None and not may_enter(directory, credentials):
             self.error(("working_directory",), f"working_directory: '{directory}' cannot be "
@@ -382,6 +382,7 @@ class UnitReader:
         if user is None and group is None:
             return None
         uid, gid, groups, name, home = os.geteuid(), os.getegid(), (), None, None
+        observed.accounts()  # what the lookups below read: facts of the model cache
         if user is not None:
             entry = lookup_account(pwd.getpwnam, pwd.getpwuid, user)
             if entry is not None:

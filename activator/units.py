@@ -16,10 +16,19 @@ import os
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from activator import observed
 from activator.discovery import directories, discover
 from activator.model import Location, Model, Problem, Socket, UnitsError
 from activator.unitfile import UnitReader
 from activator.yamlsource import SourceError
+
+def load_observed(dirs: list[str], environ: Mapping[str, str], explicit: bool) -> tuple[Model, dict]:
+    """`load`, and every outside fact it consulted (observed.py): what the model cache keeps
+    beside the Model, to tell later whether loading again would give the same one."""
+    with observed.recording() as facts:
+        model = load(dirs, observed.Environ(environ), explicit)
+    return model, facts
+
 
 def load(dirs: list[str] | None = None, environ: Mapping[str, str] | None = None,
          explicit: bool | None = None) -> Model:

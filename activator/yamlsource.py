@@ -15,11 +15,10 @@ value keeps the line it was written on.
 from __future__ import annotations
 
 import os
-import stat
 
 import yaml
 
-from activator import yamlhints
+from activator import observed, yamlhints
 from activator.model import Location
 
 try:  # libyaml's parser is several times faster; the constructors are the same.
@@ -62,32 +61,16 @@ def read_text(path: str, limit: int = MAX_FILE_BYTES) -> str:
     """The file's text, or a SourceError saying why it cannot be had.
 
     Only regular files are read: a fifo would block `activator check` forever, a device could
-    be endless. O_NONBLOCK makes opening a fifo return at once so that fstat can tell.
+    be endless (observed.contents, which also records what it read, for the model cache).
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise SourceError(Location(path), f"cannot read: {e.strerror}") from None
-    except ValueError:  # a NUL character in the path
-        raise SourceError(Location(repr(path)), "cannot read: the path contains a NUL character") from None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise SourceError(Location(path), "cannot read: it is a directory, not a file")
-        if not stat.S_ISREG(st.st_mode):
-            raise SourceError(Location(path), "cannot read: not a regular file")
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        data = b"".join(chunks)
-    except OSError as e:
-        raise SourceError(Location(path), f"cannot read: {e.strerror}") from None
-    finally:
-        os.close(fd)
+    data = observed.contents(path, limit)
+    if isinstance(data, int):
+        raise SourceError(Location(path), f"cannot read: {os.strerror(data)}")
+    if isinstance(data, str):
+        if data == "nul":
+            raise SourceError(Location(repr(path)), "cannot read: the path contains a NUL character")
+        raise SourceError(Location(path), "cannot read: it is a directory, not a file"
+                          if data == "directory" else "cannot read: not a regular file")
     if len(data) > limit:
         raise SourceError(Location(path), f"file is larger than the limit of {limit} bytes")
     try:

@@ -32,7 +32,8 @@ def test_valid_units_exit_0_with_a_one_line_summary(stack):
     stack.unit("web", "instances: 2\nrequires: [db]\nsockets:\n  http: 8000\n")
     result = check("--units", str(stack.units))
     assert result.returncode == 0, result.stdout
-    assert result.stdout == f"ok: 2 units, 2 sockets, 3 processes, 2 start layers in {stack.units}\n"
+    assert result.stdout == (f"ok: 2 units, 2 sockets, 3 processes, 2 start layers in {stack.units}\n"
+                             f"model cache: {stack.units}/.activator-model\n")
     assert result.stderr == ""
 
 
@@ -40,7 +41,7 @@ def test_warnings_are_printed_and_still_exit_0(stack):
     stack.unit("web", "wants: [cache]\n")
     result = check("--units", str(stack.units))
     assert result.returncode == 0
-    warning, summary = result.stdout.splitlines()
+    warning, summary, _ = result.stdout.splitlines()
     assert warning == f"{stack.units}/web.yaml:2: unit web: warning: wants: no unit named 'cache' (ignored)"
     assert summary.startswith("ok: 1 unit, 0 sockets, 1 process, 1 start layer, 1 warning in ")
 

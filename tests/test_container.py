@@ -328,6 +328,8 @@ def test_sdnotify_container_gets_ready_once_every_unit_started(image, tmp_path):
             messages.append(receiver.recv(4096))
         # READY=1 only once every eager unit has started: the stack is healthy right away.
         assert container.exec("activator", "status", check=False).returncode == 0, container.logs()
+        # The image's units, unchanged since `RUN activator check`: booted from its model cache.
+        assert "model from cache /etc/activator/units/.activator-model" in container.logs()
         assert all_running(container.status())
         # And activator does not hand podman's notify socket down to its services.
         environ = container.environ(container.status()["units"]["web"]["instances"][0]["pid"])
