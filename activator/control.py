@@ -23,7 +23,7 @@ once or later (a `start` replies once the unit is started).
 
 from __future__ import annotations
 
-import json
+# json is imported in the functions that use it: PID 1 starts its first service before it needs it.
 import os
 import socket
 import struct
@@ -52,6 +52,7 @@ class Client:
 
     def reply(self, message: dict, done: bool = True) -> None:
         """Send one line; `done`: the request is answered, the next line may be read."""
+        import json
         if self.closed:
             return
         self.outbox += json.dumps(message, separators=(",", ":")).encode() + b"\n"
@@ -91,6 +92,7 @@ class ControlServer:
         _remove_stale(self.path)
 
     def accept(self) -> None:
+        import json
         for _ in range(16):
             try:
                 sock, _ = self.sock.accept()
@@ -188,6 +190,7 @@ class ControlServer:
             self.close(client, None)
 
     def close(self, client: Client, why: str | None) -> None:
+        import json
         if client.closed:
             return
         client.closed = True
@@ -209,6 +212,7 @@ class ControlServer:
 
 def parse(line: bytes) -> dict | str:
     """The request in a line, or why it is not one."""
+    import json
     try:
         request = json.loads(line)
     except (UnicodeDecodeError, ValueError) as e:

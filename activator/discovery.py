@@ -7,15 +7,20 @@ Listings and the `NAME.d` checks go through observed.py: they are facts a Model 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 
 from activator import observed
 from activator.model import Location, Problem
 
-UNIT_NAME = re.compile(r"[A-Za-z0-9_.@-]+\Z")
+_UNIT_NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.@-"
 DEFAULT_DIRECTORY = "/etc/activator/units"
 UNIT_SUFFIXES = (".yaml", ".yml")
+
+
+def is_unit_name(text: str) -> bool:
+    """Letters, digits, `_`, `.`, `@` and `-` only: checked without `re`, which PID 1 booting
+    from a model cache does not import before its first service starts."""
+    return bool(text) and not text.strip(_UNIT_NAME_CHARS)
 
 
 def directories(given: list[str] | None, environ: Mapping[str, str]) -> tuple[list[str], bool]:
@@ -61,7 +66,7 @@ def discover(dirs: list[str], explicit: bool) -> Found:
             stem, suffix = os.path.splitext(entry)
             if suffix not in UNIT_SUFFIXES:
                 continue
-            if not UNIT_NAME.match(stem):
+            if not is_unit_name(stem):
                 found.problems.append(Problem(Location(path, 1), None,
                                               f"'{stem}' is not a valid unit name (letters, digits, _ . @ -)"))
                 continue

@@ -11,11 +11,9 @@ value.
 
 from __future__ import annotations
 
-import re
 from activator.record import Record
 
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\Z")
-_DIGITS = re.compile(r"[0-9]+\Z")  # ASCII only: str.isdigit() also accepts '²' and '٣'
+_HOSTNAME = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
 _UNIX_PATH_MAX = 107  # sun_path holds 108 bytes, one of them the terminating NUL
 _PATH_MAX = 4095
 FORMS = ("tcp://HOST:PORT, tcp://[V6ADDR]:PORT, udp://HOST:PORT, unix:/path, unix:@name, "
@@ -110,7 +108,7 @@ def parse(value) -> Listen:
     if isinstance(value, int):
         return Listen("tcp", "", _port(str(value), value))
     text = value
-    if _DIGITS.match(text):
+    if _digits(text):
         return Listen("tcp", "", _port(text, value))
     for kind in ("tcp", "udp"):
         if text.startswith(kind + "://"):
@@ -128,6 +126,8 @@ def parse(value) -> Listen:
         return Listen("fifo", path=_file_path(text[5:], value, _PATH_MAX))
     if text.startswith("inherit:"):
         name = text[8:]
+        import re  # here: PID 1 reads no listen address at boot (the model holds them parsed)
+
         if not re.fullmatch(r"[\x21-\x39\x3b-\x7e]{1,255}", name):
             raise ListenError(f"'{value}': expected inherit:NAME, NAME as in LISTEN_FDNAMES "
                               "(printable characters, no ':' or blank)")
@@ -161,14 +161,21 @@ def _inet(kind: str, rest: str, value: str) -> Listen:
     try:
         host = str(ipaddress.IPv4Address(host))
     except ValueError:
-        if not _HOSTNAME.match(host) or len(host) > 253 or host.replace(".", "").isdigit():
+        import re
+
+        if not re.fullmatch(_HOSTNAME, host) or len(host) > 253 or host.replace(".", "").isdigit():
             raise ListenError(f"'{value}': '{host}' is neither an IP address nor a host name") from None
         host = host.lower()  # host names are case-insensitive: one spelling, to compare them
     return Listen(kind, host, _port(port, value))
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() alone also accepts '²' and '٣'."""
+    return text.isascii() and text.isdigit()
+
+
 def _port(text: str, value) -> int:
-    if not _DIGITS.match(text) or not 0 <= int(text) <= 65535:
+    if not _digits(text) or not 0 <= int(text) <= 65535:
         raise ListenError(f"'{value}': the port must be a number from 0 to 65535")
     return int(text)
 

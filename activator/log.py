@@ -9,7 +9,7 @@ counted, and the count is logged when writing resumes.
 
 from __future__ import annotations
 
-import json
+# json is imported in the functions that use it: PID 1 starts its first service before it needs it.
 import os
 import time
 
@@ -117,6 +117,7 @@ class Log:
 
     @staticmethod
     def json_line(unit, instance, pid, stream: str, level: str, message: str) -> bytes:
+        import json
         record = {"time": rfc3339(), "unit": unit, "instance": instance, "pid": pid,
                   "stream": stream, "level": level, "message": message}
         return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "replace")

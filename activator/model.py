@@ -17,7 +17,6 @@ Fingerprints let a reload tell what changed:
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import stat
@@ -215,6 +214,8 @@ def _model(units: dict, layers, warnings, directories) -> Model:
 
 
 def _digest(value) -> str:
+    import json  # only here: PID 1 booting from a model cache never digests
+
     text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
     return blake2b(text.encode(), digest_size=8).hexdigest()
 

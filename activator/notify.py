@@ -28,7 +28,6 @@ from __future__ import annotations
 import array
 import errno
 import os
-import re
 import socket
 import struct
 
@@ -92,9 +91,16 @@ FLAGS = frozenset({"READY", "STOPPING", "RELOADING", "FDSTORE", "FDSTOREREMOVE",
 NUMBERS = frozenset({"MAINPID", "EXTEND_TIMEOUT_USEC", "WATCHDOG_USEC", "ERRNO"})
 STATUS_TEXT_MAX = 3 * 1024  # systemd's, in bytes
 FDNAME_MAX = 255
-_NUMBER = re.compile(rb"[ \t]*\+?([0-9]+)")  # what strtoull takes whole, as safe_atou64 wants
 _U64_MAX = 2**64 - 1  # safe_atou64: anything larger is ERANGE
 _LIMITS = {"MAINPID": 2**31 - 1, "ERRNO": 4095}  # a pid_t; ERRNO_MAX
+
+
+def _unsigned(value: bytes) -> bytes | None:
+    """The digits of what strtoull takes whole, as safe_atou64 wants: blanks, an optional +,
+    ASCII digits. (bytes.isdigit() is ASCII-only.)"""
+    digits = value.lstrip(b" \t")
+    digits = digits[1:] if digits.startswith(b"+") else digits
+    return digits if digits.isdigit() else None
 
 
 def _value(name: str, value: bytes) -> str | None:
@@ -107,9 +113,9 @@ def _value(name: str, value: bytes) -> str | None:
         except UnicodeDecodeError:
             return ""
     if name in NUMBERS:
-        match = _NUMBER.fullmatch(value)
-        if match is not None:
-            number = int(match.group(1))
+        digits = _unsigned(value)
+        if digits is not None:
+            number = int(digits)
         elif name == "ERRNO" and value.isascii() and value.isalnum():
             number = getattr(errno, value.decode(), None) if value.startswith(b"E") else None
         else:

@@ -18,8 +18,8 @@ and its descendants, from one reading of the process table).
 
 from __future__ import annotations
 
+# json is imported in the functions that use it: PID 1 starts its first service before it needs it.
 import contextlib
-import json
 import os
 import sys
 import time
@@ -115,6 +115,7 @@ class StatusWriter:
         self.last: dict | None = None  # kept only while writing fails, for the retry
 
     def write(self, snapshot: dict) -> None:
+        import json
         # Compact: the json module encodes it in C only without indentation (8 times faster
         # for 1,000 units, where status.json is rewritten after every change).
         data = json.dumps(snapshot, separators=(",", ":")).encode() + b"\n"
@@ -190,6 +191,7 @@ def read(runtime_dir: str, retries: int = 1) -> dict:
 
 
 def _read_once(path: str) -> dict:
+    import json
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size > MAX_STATUS_BYTES:
@@ -419,6 +421,7 @@ def _row(label, state, instance, info, with_usage, width) -> str:
 
 
 def command(runtime_dir: str, as_json: bool, units: list[str] = (), wide: bool = False) -> int:
+    import json
     try:
         data = read(runtime_dir)
     except Damaged as e:

@@ -9,10 +9,8 @@ sees (3 + the socket's position), never activator's own.
 
 from __future__ import annotations
 
-import re
 from activator.record import Record
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class TemplateError(ValueError):
@@ -64,7 +62,7 @@ def _ref(body: str) -> Ref:
             return Ref("socket", name)
     if body.startswith("env."):
         name = body[4:]
-        if not _ENV_NAME.match(name):
+        if not (name.isascii() and name.isidentifier()):  # [A-Za-z_][A-Za-z0-9_]*
             raise TemplateError(f"'$({body})': '{name}' is not a valid environment variable name")
         return Ref("env", name)
     raise TemplateError(

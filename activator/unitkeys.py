@@ -13,7 +13,7 @@ import shlex
 import signal
 from collections.abc import Callable
 
-from activator.discovery import UNIT_NAME  # noqa: F401 - socket names follow unit names
+from activator.discovery import is_unit_name  # socket names follow unit names too
 from activator.model import INFINITY
 
 FDNAME = re.compile(r"[\x21-\x39\x3b-\x7e]{1,255}\Z")  # printable ASCII, no ':' (sd_listen_fds)
@@ -210,7 +210,7 @@ def _names(value, raw):
         raise Invalid(f"expected a list of unit names, got {describe(value, raw)}")
     names = []
     for item in items:
-        if not isinstance(item, str) or not UNIT_NAME.match(item):
+        if not isinstance(item, str) or not is_unit_name(item):
             raise Invalid(f"expected unit names, got {describe(item)}")
         if item not in names:
             names.append(item)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from activator.listen import ListenError
 from activator.listen import parse as parse_listen
 from activator.model import Socket
-from activator.unitkeys import FDNAME, SOCKET_KEYS, UNIT_NAME, describe
+from activator.unitkeys import FDNAME, SOCKET_KEYS, describe, is_unit_name
 
 
 def read_sockets(reader, value) -> list[Socket]:
@@ -22,7 +22,7 @@ def read_sockets(reader, value) -> list[Socket]:
     result = []
     for key, spec in value.items():
         path = ("sockets", key)
-        if not UNIT_NAME.match(key):
+        if not is_unit_name(key):
             reader.error(path, f"sockets: '{key}' is not a valid socket name (letters, digits, _ . @ -)")
             continue
         if isinstance(spec, (int, str)) and not isinstance(spec, bool):

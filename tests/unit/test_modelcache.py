@@ -333,3 +333,21 @@ def test_the_init_on_a_fresh_cache_forks_no_loader_and_imports_no_validator(cach
     imported = set(result.stdout.split())
     assert "activator.modelcache" in imported
     assert not imported & (VALIDATORS | {"hashlib", "pickle"})
+
+
+def test_what_the_init_imports_before_its_first_service_leaves_out_re_and_json(cache):
+    """re and json (about 4 ms of imports) come after the first spawn: the first status
+    write and the control socket's first request import them."""
+    path, units_dir = cache
+    code = ("import sys; from activator import cli; "
+            f"source, _ = cli._model_source([{str(units_dir)!r}], None); "
+            "assert source.cached is not None, source.ignored; "
+            "from activator import log, status; from activator.manager import Manager; "
+            "from activator.sockets import BindError; "
+            "print(' '.join(sorted(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={"PATH": PATH, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    imported = set(result.stdout.split())
+    assert "activator.manager" in imported
+    assert not imported & {"re", "json"}
