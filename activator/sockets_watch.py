@@ -35,12 +35,13 @@ class SocketWatch:
 
     def on_connections(self, unit: Unit, room, spawn, before=None) -> None:
         """Accept connections on the unit's accept socket while `room()` > 0, and hand each
-        to `spawn(connection_fd, address)`; `before()` runs first at each wake-up."""
+        to `spawn(connection_fd, address)`; `before()` runs first at a wake-up that finds no
+        room (it reaps the connections that ended, which frees room)."""
         spec = unit.sockets[0]
         bound = self.sockets.get(spec.name)
 
         def readable():
-            if before is not None:
+            if before is not None and room() <= 0:
                 before()
             taken, short = self.accept_batch(bound, room(), unit.name)
             for fd, address in taken:

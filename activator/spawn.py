@@ -163,7 +163,8 @@ def spawn(launch: Launch, guess: PidGuess | None = None) -> int:
         return _posix_spawn(launch, launch.env, shell=False)
     expected = guess.next() if guess is not None else None
     if expected is not None:
-        env = dict(launch.env)
+        # The launch's environment is its own: the shell step below sets these again.
+        env = launch.env
         env.update((name, str(expected)) for name in launch.pid_variables)
         pid = _posix_spawn(launch, env, shell=False)
         if pid == expected:
