@@ -10,6 +10,11 @@
                                    posix_spawn of `true`, of `sh -c 'exec true'`, and the same
                                    behind the `sh -c 'LISTEN_PID=$$ …; exec "$0" "$@"'` step
                                    activator's spawn.py adds when a service needs LISTEN_PID
+    profile_activator.py units     what PID 1's memory and descriptors with 1,000 units are made
+                                   of: activator's boot run inside a fresh interpreter as PID 1
+                                   of a namespace, with tracemalloc from just before the model
+                                   is unpickled: Python memory by module that allocated it, the
+                                   descriptors by kind, and VmRSS (anonymous / file-backed)
     profile_activator.py accept    py-spy samples of activator while an `accept: true` unit
                                    takes connections 32 at a time, by function (inclusive and
                                    self), and how many exited handlers wait to be reaped;
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import subprocess
 import sys
 import tempfile
@@ -29,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import (BENCH_VENV, PYTHON, Namespace, children_of, free_port, peer_environment, state_of,
+from common import (BENCH_VENV, PYTHON, ROOT, Namespace, children_of, free_port, peer_environment, state_of,
                     wait_for)
 
 # Runs activator as PID 1 (argv after the script: activator's own) and, when it exits, writes
@@ -259,15 +265,89 @@ def spawn(args) -> None:
         print(f"  {name:42} {wall:8.0f} {mine:14.0f} {child:13.0f}")
 
 
+# Run as PID 1 of a namespace: the model (as the model cache gives it), then the manager's boot
+# and a few loop iterations (status.json written), with tracemalloc watching. Prints JSON.
+_UNITS_PROBE = """
+import gc, json, os, sys, tracemalloc, _pickle
+from activator import units, log as logmod
+from activator.manager import Manager
+data = _pickle.dumps(units.load([sys.argv[1]], dict(os.environ), True))
+gc.collect()
+tracemalloc.start(1)
+base = tracemalloc.take_snapshot()
+model = _pickle.loads(data)
+del data
+gc.collect()
+after_model = tracemalloc.take_snapshot()
+manager = Manager(model, logmod.Log(level=logmod.WARNING), os.environ["ACTIVATOR_RUNTIME_DIR"],
+                  command=None, explicit_dirs=True)
+manager.boot()
+for _ in range(3):
+    manager.after_changes()
+    manager.publish()
+gc.collect()
+booted = tracemalloc.take_snapshot()
+by_file = {}
+for stat in booted.compare_to(after_model, "filename"):
+    name = os.path.relpath(stat.traceback[0].filename, sys.argv[2])
+    name = name if not name.startswith("..") else os.path.basename(stat.traceback[0].filename)
+    by_file[name] = by_file.get(name, 0) + stat.size_diff
+kinds = {}
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        continue
+    kind = target.split(":")[0] if ":" in target else ("file" if target.startswith("/") else target)
+    kinds[kind] = kinds.get(kind, 0) + 1
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(json.dumps({
+    "model": sum(s.size_diff for s in after_model.compare_to(base, "filename")),
+    "by_file": by_file, "fds": kinds,
+    "rss": {k: status[k].strip() for k in ("VmRSS", "RssAnon", "RssFile", "VmHWM")},
+    "status_json": len(json.dumps(manager.snapshot(), separators=(",", ":")))}))
+sys.stdout.flush()
+os._exit(0)  # PID 1 leaving: the kernel kills the 1,000 services
+"""
+
+
+def units_memory(args) -> None:
+    with tempfile.TemporaryDirectory(prefix="profile-units-") as tmp:
+        directory = Path(tmp) / "units"
+        directory.mkdir()
+        for i in range(args.units):
+            (directory / f"u{i:04d}.yaml").write_text("exec: [sleep, infinity]\\n")
+        out = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", PYTHON, "-c", _UNITS_PROBE,
+                              str(directory), str(ROOT)], capture_output=True, text=True, timeout=300,
+                             env=peer_environment({"ACTIVATOR_RUNTIME_DIR": str(Path(tmp) / "run")}))
+    if out.returncode != 0 or not out.stdout.strip():
+        sys.exit(f"the probe failed ({out.returncode}):\\n{out.stderr}")
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    n = args.units
+    kib = lambda b: f"{b / 1024:8.0f} KiB ({b / n:5.0f} B a unit)"
+    print(f"{n} units of `exec: [sleep, infinity]`, PID 1 after boot and three status writes:")
+    print(f"  VmRSS {r['rss']['VmRSS']} (anonymous {r['rss']['RssAnon']}, file-backed "
+          f"{r['rss']['RssFile']}), peak {r['rss']['VmHWM']}")
+    print(f"  the model, unpickled: {kib(r['model'])}")
+    print(f"  what boot added, by the module that allocated it: {kib(sum(r['by_file'].values()))}")
+    for name, size in sorted(r["by_file"].items(), key=lambda kv: -kv[1])[:args.top]:
+        if size > 1024:
+            print(f"    {name:36} {kib(size)}")
+    print(f"  status.json: {r['status_json'] / 1024:.0f} KiB, built and encoded at every write")
+    print("  descriptors: " + ", ".join(f"{count} {kind}" for kind, count in
+                                        sorted(r["fds"].items(), key=lambda kv: -kv[1])))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("rss", "startup", "spawn", "accept"))
+    parser.add_argument("what", choices=("rss", "startup", "spawn", "accept", "units"))
     parser.add_argument("--top", type=int, default=20, help="lines per list (default 20)")
     parser.add_argument("--seconds", type=float, default=6.0, help="accept: sampling time (default 6)")
     parser.add_argument("--count", type=int, default=200, help="spawn: processes per measurement (default 200)")
     parser.add_argument("--repeat", type=int, default=5, help="spawn: repeats (default 5)")
+    parser.add_argument("--units", type=int, default=1000, help="units: how many (default 1000)")
     args = parser.parse_args()
-    {"rss": rss, "startup": startup, "spawn": spawn, "accept": accept}[args.what](args)
+    {"rss": rss, "startup": startup, "spawn": spawn, "accept": accept, "units": units_memory}[args.what](args)
 
 
 if __name__ == "__main__":
