@@ -316,18 +316,18 @@ def units_memory(args) -> None:
         directory = Path(tmp) / "units"
         directory.mkdir()
         for i in range(args.units):
-            (directory / f"u{i:04d}.yaml").write_text("exec: [sleep, infinity]\\n")
+            (directory / f"u{i:04d}.yaml").write_text("exec: [sleep, infinity]\n")
         out = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", PYTHON, "-c", _UNITS_PROBE,
                               str(directory), str(ROOT)], capture_output=True, text=True, timeout=300,
                              env=peer_environment({"ACTIVATOR_RUNTIME_DIR": str(Path(tmp) / "run")}))
     if out.returncode != 0 or not out.stdout.strip():
-        sys.exit(f"the probe failed ({out.returncode}):\\n{out.stderr}")
+        sys.exit(f"the probe failed ({out.returncode}):\n{out.stderr}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
     n = args.units
     kib = lambda b: f"{b / 1024:8.0f} KiB ({b / n:5.0f} B a unit)"
     print(f"{n} units of `exec: [sleep, infinity]`, PID 1 after boot and three status writes:")
-    print(f"  VmRSS {r['rss']['VmRSS']} (anonymous {r['rss']['RssAnon']}, file-backed "
-          f"{r['rss']['RssFile']}), peak {r['rss']['VmHWM']}")
+    print(f"  (this interpreter's VmRSS, {r['rss']['VmRSS']}, is no figure of PID 1's: it also holds "
+          f"the unit loader and tracemalloc's own records)")
     print(f"  the model, unpickled: {kib(r['model'])}")
     print(f"  what boot added, by the module that allocated it: {kib(sum(r['by_file'].values()))}")
     for name, size in sorted(r["by_file"].items(), key=lambda kv: -kv[1])[:args.top]:
