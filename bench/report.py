@@ -331,14 +331,63 @@ def render_reload(s: dict) -> str:
             f"activator's goal, no failed request and a p99 during restarts ≤ 60 ms: {met(ok)} ({figures}).")
 
 
+def render_before_after(summary: dict) -> str:
+    """activator's own figures, before this round's fast paths (`before`, kept in the summary
+    from the runs that measured the old tree) and in the current run; the peers' rows are in
+    the tables below."""
+    before = summary["before"]
+
+    def pid1_gap(s):
+        peers = s["peers"]
+        return peers["activator"]["first_200_ms"] - peers["tini"]["first_200_ms"]
+
+    def accept_range(s, key):
+        servers = s["servers"]
+        r = [servers["activator"][key] / servers[ref][key] for ref in ("ssa --inetd", "ssa (fd 3)")]
+        return f"×{min(r):.2f} to ×{max(r):.2f}"
+
+    def reload_p99(s):
+        return f"{s['approaches']['activator']['p99_ms']} ms, {s['approaches']['activator-usr2']['p99_ms']} ms"
+
+    rows = []
+    figures = [
+        ("pid1", "first HTTP 200, activator − tini (ms)", lambda s: f"{pid1_gap(s):+d}", "≤ +40"),
+        ("pid1", "PID 1 memory, 20 services (MiB)", lambda s: s["peers"]["activator"]["rss_mib"], "≤ 15"),
+        ("pid1", "idle wake-ups/s", lambda s: s["peers"]["activator"]["wakeups_per_s"], "0"),
+        ("pid1", "SIGTERM → all gone (ms)", lambda s: s["peers"]["activator"]["sigterm_gone_ms"], "< 100"),
+        ("scale", "1,000 units: boot → all running (s)", lambda s: seconds(s["peers"]["activator"]["boot_s"]), "≤ 0.5"),
+        ("scale", "1,000 units: SIGTERM → all gone (s)",
+         lambda s: seconds(s["peers"]["activator"]["sigterm_gone_s"]), "≤ 1"),
+        ("scale", "1,000 units: `activator status` (s)", lambda s: seconds(s["peers"]["activator"]["status_s"]), "≤ 1"),
+        ("scale", "1,000 units: PID 1 memory (MiB) / descriptors",
+         lambda s: f"{s['peers']['activator']['rss_mib']} / {thousands(s['peers']['activator']['fds'])}", "—"),
+        ("accept", "per connection, one at a time: ÷ systemd-socket-activate",
+         lambda s: accept_range(s, "rate_1"), "≥ ×1.1"),
+        ("accept", "per connection, 32 in flight: ÷ systemd-socket-activate",
+         lambda s: accept_range(s, "rate_32"), "≥ ×1.1"),
+        ("accept", "per connection, PID 1's CPU µs (32 in flight)",
+         lambda s: s["servers"]["activator"]["pid1_cpu_us_32"], "—"),
+        ("reload", "reload p99 during restarts, SIGHUP and SIGUSR2", reload_p99, "≤ 60 ms"),
+    ]
+    for section, what, value, goal in figures:
+        if section in before and section in summary:
+            rows.append([what, value(before[section]), value(summary[section]), goal])
+    runs = sorted({before[k]["run"] for k in before if isinstance(before[k], dict)})
+    return (f"Before: the tree before these fast paths (runs {', '.join(runs)}); after: the runs "
+            f"named at the top of this section.\n\n"
+            + table(["activator", "before", "after", "goal"], rows))
+
+
 def render(summary: dict) -> dict[str, str]:
     blocks = {}
-    runs = sorted({(v["run"], v["machine"]) for v in summary.values()})
+    runs = sorted({(v["run"], v["machine"]) for k, v in summary.items() if k != "before"})
     blocks["run"] = "\n".join(f"Run {run}: {machine}." for run, machine in runs)
     for name, renderer in (("pid1", render_pid1), ("scale", render_scale), ("gunicorn", render_gunicorn), ("accept", render_accept),
                            ("reload", render_reload)):
         if name in summary:
             blocks[name] = renderer(summary[name])
+    if "before" in summary:
+        blocks["before-after"] = render_before_after(summary)
     return blocks
 
 
