@@ -83,7 +83,8 @@ class UnitLaunch:
     def launch(self, number: int, socket_fds: list[int], stored: list[tuple[str, int]],
                connection: dict | None = None) -> Launch:
         unit = self.unit
-        argv = self.argv or [t.expand(self.names, number, self.environ) for t in unit.exec]
+        argv = (list(self.argv) if self.argv is not None
+                else [t.expand(self.names, number, self.environ) for t in unit.exec])
         env = dict(self.env)
         if self.per_instance:
             for key, template in self.per_instance:
