@@ -53,9 +53,9 @@ class SignalReceiver:
                 data = os.read(self.read_fd, 65536)
             except BlockingIOError:
                 break
-            if not data:
-                break
             received.update(data)
+            if len(data) < 65536:  # drained: a byte written since wakes the loop again
+                break
         return {COMMANDS[s] for s in received if s in COMMANDS}
 
     def close(self) -> None:
