@@ -5,7 +5,8 @@
                                    had imported (recorded at its exit), imported again in that
                                    order in a fresh interpreter: the RSS each one adds
     profile_activator.py startup   the slowest of those imports (-X importtime), and those of
-                                   the unit loader PID 1 forks and waits for at boot
+                                   the unit loader PID 1 forks and waits for at a boot without
+                                   a fresh model cache
     profile_activator.py spawn     what one process per connection costs, step by step: a
                                    posix_spawn of `true`, of `sh -c 'exec true'`, and the same
                                    behind the `sh -c 'LISTEN_PID=$$ …; exec "$0" "$@"'` step
@@ -86,8 +87,8 @@ def modules_of_running_activator(workdir: Path) -> list[str]:
 
     run = pid1.Run("activator", workdir)
     out = workdir / "modules.txt"
-    argv = run.ns.argv[4:]  # [python, -m, activator, --units, DIR]
-    run.ns = Namespace([argv[0], "-c", _MODULES_PROBE, *argv[3:]],
+    argv = run.ns.argv[4:]  # [activator's console script, --units, DIR]
+    run.ns = Namespace([PYTHON, "-c", _MODULES_PROBE, *argv[argv.index("--units"):]],
                        env={**run.ns.env, "MODULES_OUT": str(out)}, cwd=run.dir, log=run.dir / "output.log")
     with run:
         run.first_200()
@@ -160,11 +161,11 @@ def startup(args) -> None:
           f"interpreter's `site`); the {args.top} slowest, cumulative / self:")
     for cumulative, self_us, name in sorted(rows, reverse=True)[:args.top]:
         print(f"  {cumulative / 1000:7.1f} ms  {self_us / 1000:6.1f} ms  {name}")
-    # At boot PID 1 forks the unit loader and waits for it; the loader starts with PID 1's
-    # modules and imports the parser and validators on top (activator/loading.py).
+    # At a boot without a fresh model cache PID 1 forks the unit loader and waits for it; the
+    # loader starts with PID 1's modules and imports the parser and validators on top.
     loader = _importtime(code + "; import activator.units")[len(rows):]
     if loader:
-        print(f"\nthen the unit loader that PID 1 forks and waits for at boot imports "
+        print(f"\nwithout a fresh model cache, the unit loader that PID 1 forks and waits for imports "
               f"{_top_level_total(loader) / 1000:.1f} ms more; the {args.top} slowest:")
         for cumulative, self_us, name in sorted(loader, reverse=True)[:args.top]:
             print(f"  {cumulative / 1000:7.1f} ms  {self_us / 1000:6.1f} ms  {name}")
