@@ -30,7 +30,8 @@ def imported(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 def started(tmp_path: Path, units: Path) -> Activator:
-    return Activator(tmp_path / "run", units_dir=units).start()
+    """activator on the imported units; `with` starts it, once, and cleans it up."""
+    return Activator(tmp_path / "run", units_dir=units)
 
 
 def test_circus_watcher_with_a_socket_answers(tmp_path):
