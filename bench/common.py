@@ -343,6 +343,20 @@ class Namespace:
         self.kill()
 
 
+class InNamespace:
+    """A benchmark's run of one peer, its Namespace in `self.ns`: `with` starts it, and kills
+    whatever is left of it at the end."""
+
+    ns: Namespace
+
+    def __enter__(self):
+        self.ns.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ns.kill()
+
+
 # ---------------------------------------------------------------------------- network
 
 def free_port() -> int:

@@ -32,13 +32,13 @@ import time
 from pathlib import Path
 
 import pid1
-from common import (MiB, PYTHON, Namespace, context_switches, cpu_seconds, fmt, free_port, median, progress,
-                    rss_bytes, table, wait_for)
+from common import (MiB, PYTHON, InNamespace, Namespace, context_switches, cpu_seconds, fmt, free_port, median,
+                    progress, rss_bytes, table, wait_for)
 
 PATHS = ["/livez", "/readyz", "/status.json", "/metrics", "/"]
 
 
-class Run:
+class Run(InNamespace):
     """activator as PID 1 with pid1.py's 20 services, with or without --http."""
 
     def __init__(self, workdir: Path, http: bool):
@@ -50,13 +50,6 @@ class Run:
             argv += ["--http", f"127.0.0.1:{self.port}"]
         self.runtime = env["ACTIVATOR_RUNTIME_DIR"]
         self.ns = Namespace(argv, env=env, cwd=self.dir, log=self.dir / "output.log")
-
-    def __enter__(self) -> "Run":
-        self.ns.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.ns.kill()
 
     def wait_ready(self) -> None:
         wait_for(lambda: self.get("/readyz")[0] == 200 if self.port else Path(self.runtime, "status.json").exists(),

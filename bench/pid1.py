@@ -44,9 +44,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (BENCH, MiB, PYTHON, Namespace, activator_peer, children_of, circusd_peer, comm,
-                    context_switches, dumb_init_peer, fmt, free_port, median, progress, rotated, rss_bytes,
-                    state_of, supervisord_peer, table, tini_peer, wait_for, wait_http_ok)
+from common import (BENCH, MiB, PYTHON, InNamespace, Namespace, activator_peer, children_of, circusd_peer,
+                    comm, context_switches, dumb_init_peer, fmt, free_port, median, progress, rotated,
+                    rss_bytes, state_of, supervisord_peer, table, tini_peer, wait_for, wait_http_ok)
 
 SERVICES = 20  # one HTTP responder and 19 sleepers
 SLEEP = shutil.which("sleep") or "/bin/sleep"
@@ -112,7 +112,7 @@ PEERS = {"activator": activator, "tini": tini, "dumb-init": dumb_init,
 
 # ---------------------------------------------------------------------------- one run
 
-class Run:
+class Run(InNamespace):
     """One peer as PID 1 with the 20 services, in its own temporary directory."""
 
     def __init__(self, peer: str, workdir: Path, stubborn: bool = False):
@@ -120,13 +120,6 @@ class Run:
         self.setup = Setup(self.dir, free_port(), stubborn)
         argv, env = PEERS[peer](self.setup)
         self.ns = Namespace(argv, env=env, cwd=self.dir, log=self.dir / "output.log")
-
-    def __enter__(self) -> "Run":
-        self.ns.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.ns.kill()
 
     def first_200(self) -> float:
         """Seconds from starting unshare to the first HTTP 200."""

@@ -53,7 +53,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (ACTIVATOR, BENCH_VENV, MiB, Namespace, activator_has_option,
+from common import (ACTIVATOR, BENCH_VENV, MiB, InNamespace, Namespace, activator_has_option,
                     activator_peer, children_of, circus_endpoint, circusd_peer, comm, dumb_init_peer, fmt,
                     median, peer_environment, progress, rotated, rss_bytes, stat_fields, supervisord_conf,
                     supervisord_peer, table, tini_peer)
@@ -128,7 +128,7 @@ def compile_floor(workdir: Path) -> str | None:
 
 # ---------------------------------------------------------------------------- one run
 
-class Run:
+class Run(InNamespace):
     """One peer as PID 1 with `units` sleeps, in its own temporary directory."""
 
     def __init__(self, peer: str, workdir: Path, units: int, floor: str | None = None):
@@ -154,13 +154,6 @@ class Run:
         self.env = env
         self.ns = Namespace(argv, env=env, cwd=self.dir, log=self.dir / "output.log")
         self.sleepers: set[int] = set()
-
-    def __enter__(self) -> "Run":
-        self.ns.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.ns.kill()
 
     def count_sleepers(self) -> int:
         """Walk the tree under PID 1; a process seen as `sleep` is counted once and not read
