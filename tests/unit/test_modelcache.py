@@ -321,16 +321,22 @@ def test_location_default_option_environment_and_off():
     assert modelcache.location(None, {"ACTIVATOR_CACHE": "off"}, ["/u"]) is None
 
 
-def test_the_init_on_a_fresh_cache_forks_no_loader_and_imports_no_validator(cache):
-    path, units_dir = cache
-    code = ("import sys, os; from activator import cli; "
+def modules_of_a_cached_boot(units_dir, then: str = "pass") -> set[str]:
+    """The modules a fresh interpreter holds once the init has taken its Model from a fresh
+    cache (and run `then`, more imports of the boot)."""
+    code = ("import sys; from activator import cli; "
             f"source, _ = cli._model_source([{str(units_dir)!r}], None); "
             "assert source.loader is None and source.cached is not None, source.ignored; "
-            "print(' '.join(sorted(sys.modules)))")
+            f"{then}; print(' '.join(sorted(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={"PATH": PATH, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
-    imported = set(result.stdout.split())
+    return set(result.stdout.split())
+
+
+def test_the_init_on_a_fresh_cache_forks_no_loader_and_imports_no_validator(cache):
+    path, units_dir = cache
+    imported = modules_of_a_cached_boot(units_dir)
     assert "activator.modelcache" in imported
     assert not imported & (VALIDATORS | {"hashlib", "pickle"})
 
@@ -339,15 +345,8 @@ def test_what_the_init_imports_before_its_first_service_leaves_out_re_and_json(c
     """re and json (about 4 ms of imports) come after the first spawn: the first status
     write and the control socket's first request import them."""
     path, units_dir = cache
-    code = ("import sys; from activator import cli; "
-            f"source, _ = cli._model_source([{str(units_dir)!r}], None); "
-            "assert source.cached is not None, source.ignored; "
-            "from activator import log, status; from activator.manager import Manager; "
-            "from activator.sockets import BindError; "
-            "print(' '.join(sorted(sys.modules)))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={"PATH": PATH, "PYTHONPATH": str(ROOT)})
-    assert result.returncode == 0, result.stderr
-    imported = set(result.stdout.split())
+    imported = modules_of_a_cached_boot(units_dir, "from activator import log, status; "
+                                        "from activator.manager import Manager; "
+                                        "from activator.sockets import BindError")
     assert "activator.manager" in imported
     assert not imported & {"re", "json"}
