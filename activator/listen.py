@@ -108,7 +108,7 @@ def parse(value) -> Listen:
     if isinstance(value, int):
         return Listen("tcp", "", _port(str(value), value))
     text = value
-    if _digits(text):
+    if ascii_digits(text):
         return Listen("tcp", "", _port(text, value))
     for kind in ("tcp", "udp"):
         if text.startswith(kind + "://"):
@@ -169,13 +169,13 @@ def _inet(kind: str, rest: str, value: str) -> Listen:
     return Listen(kind, host, _port(port, value))
 
 
-def _digits(text: str) -> bool:
+def ascii_digits(text: str) -> bool:
     """ASCII digits only: str.isdigit() alone also accepts '²' and '٣'."""
     return text.isascii() and text.isdigit()
 
 
 def _port(text: str, value) -> int:
-    if not _digits(text) or not 0 <= int(text) <= 65535:
+    if not ascii_digits(text) or not 0 <= int(text) <= 65535:
         raise ListenError(f"'{value}': the port must be a number from 0 to 65535")
     return int(text)
 

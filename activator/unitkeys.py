@@ -14,6 +14,7 @@ import signal
 from collections.abc import Callable
 
 from activator.discovery import is_unit_name  # socket names follow unit names too
+from activator.listen import ascii_digits
 from activator.model import INFINITY
 
 FDNAME = re.compile(r"[\x21-\x39\x3b-\x7e]{1,255}\Z")  # printable ASCII, no ':' (sd_listen_fds)
@@ -23,7 +24,6 @@ class Invalid(ValueError):
     """A value is not acceptable; the message says what was expected."""
 
 
-_DIGITS = re.compile(r"[0-9]+\Z")  # ASCII only: str.isdigit() also accepts '²'
 # Names useradd would take, and a little more (Samba's `name$`); never ':', '/', blanks or NUL.
 _ACCOUNT_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.@$-]{0,255}\Z")
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
@@ -221,7 +221,7 @@ def _user_or_group(value, raw):
     """A name, or a number (given as a number or as digits), checked to exist later."""
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and _DIGITS.match(value):
+    elif isinstance(value, str) and ascii_digits(value):
         number = int(value)
     elif isinstance(value, str) and _ACCOUNT_NAME.match(value):
         return value
